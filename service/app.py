@@ -1,0 +1,113 @@
+"""The application: routes, middleware, the lifespan that owns every resource, errors → HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+import anyio
+from sqlalchemy import exc as sa_exc
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service import database, errors, keys, migrations, routes, web
+from service.config import Settings
+from service.passwords import Hasher, available_cpus
+from service.resources import Resources, State
+
+log = logging.getLogger("service")
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        if settings.embedded:  # the laptop default sets itself up; production never runs DDL here
+            keys.ensure(settings.keys_dir)
+            await anyio.to_thread.run_sync(migrations.upgrade, settings)
+        keyset = keys.load(settings.keys_dir, settings.signing_key_id)
+        engine = database.create_engine(settings, settings.database_url)
+        read_engine = (
+            database.create_engine(settings, settings.database_read_url) if settings.database_read_url else None
+        )
+        hasher = Hasher(settings.bcrypt_cost, settings.hash_workers or available_cpus(), settings.hash_queue_size)
+        try:
+            await migrations.check(settings, engine)
+            await hasher.start()
+            sessions = database.sessionmaker(engine)
+            yield {
+                "resources": Resources(
+                    settings=settings,
+                    engine=engine,
+                    sessions=sessions,
+                    reads=database.sessionmaker(read_engine) if read_engine else sessions,
+                    hasher=hasher,
+                    keys=keyset,
+                    jwks=keyset.jwks_json(),
+                )
+            }
+        except migrations.SchemaOutOfDate as exc:
+            log.error("%s", exc)
+            raise
+        finally:  # close in reverse order of creation
+            hasher.close()
+            if read_engine is not None:
+                await read_engine.dispose()
+            await engine.dispose()
+
+    return Starlette(
+        routes=routes.ALL,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(web.NoStore),
+            Middleware(web.BodyLimit, limit=settings.max_body_bytes),
+        ],
+        exception_handlers={
+            errors.ServiceError: _service_error,
+            HTTPException: _http_error,
+            sa_exc.TimeoutError: _database_unavailable,  # pool exhausted past AUTH_DB_POOL_TIMEOUT
+            sa_exc.OperationalError: _database_unavailable,
+            sa_exc.InterfaceError: _database_unavailable,
+            OSError: _database_unavailable,  # connection refused / reset
+            Exception: _internal_error,
+        },
+    )
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ServiceError)
+    return web.error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    mapped: errors.ServiceError
+    if exc.status_code == 404:
+        mapped = errors.NotFound()
+    elif exc.status_code == 405:
+        mapped = errors.MethodNotAllowed()
+    else:
+        mapped = errors.ServiceError(str(exc.detail))
+        mapped.status_code = exc.status_code
+    response = web.error_response(mapped)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return web.error_response(errors.DatabaseUnavailable())
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal_error", "detail": "Internal server error"}, status_code=500)
+
+
+def main() -> Starlette:
+    """uvicorn factory: ``uvicorn --factory service.app:main``."""
+    return create_app(Settings.from_environ(os.environ))

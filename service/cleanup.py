@@ -1,0 +1,61 @@
+"""Delete expired refresh tokens and long-dead sessions, in small batches.
+
+Each batch is its own short transaction that locks only the rows it deletes
+(``FOR UPDATE SKIP LOCKED``), so logins and refreshes never wait behind a big DELETE. On PostgreSQL
+each batch first takes a transaction-level advisory lock: when another replica holds it, this one
+stops for the round. (Transaction-level, because a session-level lock would leak across clients
+behind PgBouncer in transaction mode.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.config import Settings
+from service.db.models import RefreshToken, Session
+
+LOCK_KEY = 0x61757468_636C6E  # "auth" "cln": one advisory lock for every replica of this service
+
+
+@dataclasses.dataclass
+class Counts:
+    refresh_tokens: int = 0
+    sessions: int = 0
+    skipped: bool = False  # another replica was cleaning
+
+
+async def run_once(sessions: async_sessionmaker[Any], settings: Settings, now: dt.datetime) -> Counts:
+    counts = Counts()
+    keep_after = now - dt.timedelta(seconds=settings.cleanup_retention)
+    idle_after = keep_after - dt.timedelta(seconds=settings.refresh_token_ttl)
+    sweeps: list[tuple[str, Any, ColumnElement[bool]]] = [
+        ("refresh_tokens", RefreshToken, RefreshToken.expires_at < now),
+        ("sessions", Session, Session.revoked_at < keep_after),
+        ("sessions", Session, Session.last_used_at < idle_after),  # every token long expired
+    ]
+    for field, model, condition in sweeps:
+        while True:
+            async with sessions.begin() as db:
+                if not await _lock(db):
+                    counts.skipped = True
+                    return counts
+                batch: Select[Any] = (
+                    select(model.id).where(condition).limit(settings.cleanup_batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+                deleted = (await db.execute(delete(model).where(model.id.in_(batch.scalar_subquery())))).rowcount
+            setattr(counts, field, getattr(counts, field) + deleted)
+            if deleted < settings.cleanup_batch_size:
+                break
+    return counts
+
+
+async def _lock(db: AsyncSession) -> bool:
+    if db.bind.dialect.name != "postgresql":
+        return True  # the embedded SQLite default has one process
+    return bool((await db.execute(select(func.pg_try_advisory_xact_lock(LOCK_KEY)))).scalar())

@@ -1,0 +1,96 @@
+"""Engines and unit-of-work factories: pool settings from config, PgBouncer-safe, slow queries logged.
+
+Behind PgBouncer < 1.21 in transaction mode a server connection changes between transactions, so
+named prepared statements leak across clients. ``AUTH_DB_STATEMENT_CACHE_SIZE=0`` turns off both
+asyncpg's and SQLAlchemy's statement caches and gives every statement a unique name, the recipe
+SQLAlchemy documents for PgBouncer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from service.config import Settings
+
+log = logging.getLogger("service.database")
+
+
+def create_engine(settings: Settings, url: str, *, pool: bool = True) -> AsyncEngine:
+    parsed = make_url(url)
+    options: dict[str, Any] = {"hide_parameters": True}  # parameters hold hashes and token digests
+    if parsed.get_backend_name() == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        options["connect_args"] = {"timeout": settings.db_pool_timeout}
+    else:
+        options.update(_postgres_options(settings, parsed))
+    if pool and parsed.get_backend_name() != "sqlite":
+        options.update(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+            pool_recycle=settings.db_pool_recycle,
+            pool_pre_ping=False,  # a dead connection surfaces as an error the next query maps to 503
+        )
+    elif not pool:
+        options["poolclass"] = NullPool
+    engine = create_async_engine(parsed, **options)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    if settings.db_slow_query_ms:
+        _log_slow_queries(engine, settings.db_slow_query_ms / 1000)
+    return engine
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _postgres_options(settings: Settings, url: URL) -> dict[str, Any]:
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout,
+        "server_settings": {"application_name": "authsvc"},
+    }
+    if settings.db_statement_cache_size == 0:
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _unique_statement_name
+        return {"connect_args": connect_args, "prepared_statement_cache_size": 0}
+    connect_args["statement_cache_size"] = settings.db_statement_cache_size
+    return {"connect_args": connect_args, "prepared_statement_cache_size": settings.db_statement_cache_size}
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")  # ON DELETE CASCADE from users to sessions to tokens
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers don't wait for the writer
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _log_slow_queries(engine: AsyncEngine, threshold: float) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _start(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        conn.info.setdefault("query_started", []).append(time.perf_counter())
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _stop(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        elapsed = time.perf_counter() - conn.info["query_started"].pop()
+        if elapsed >= threshold:
+            # The statement only: parameters can hold password hashes and token digests.
+            log.warning(
+                "slow query",
+                extra={"duration_ms": round(elapsed * 1000, 1), "statement": " ".join(statement.split())},
+            )

@@ -1,0 +1,192 @@
+"""Sessions (token families) and their refresh tokens.
+
+Rotation is one conditional UPDATE … RETURNING: of two concurrent refreshes with one token exactly
+one finds ``used_at IS NULL``. Presenting a used token again is reuse: the whole family is revoked,
+unless it comes within the configured grace window (a client racing itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import tokens
+from service.db.models import RefreshToken, Session, User
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    session_id: uuid.UUID
+    refresh_token: str
+    refresh_expires_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotated:
+    user: User
+    started: Started
+
+
+@dataclasses.dataclass(frozen=True)
+class Reused:
+    """A used token came back: the family is now revoked (commit, then refuse)."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    reason: str  # unknown | expired | revoked | rotated (inside the grace window) | inactive
+
+
+async def start(
+    db: AsyncSession, *, user_id: uuid.UUID, now: dt.datetime, refresh_ttl: int, max_age: int,
+    user_agent: str | None, client_ip: str | None,
+) -> Started:
+    family = Session(
+        id=uuid.uuid4(), user_id=user_id, created_at=now, last_used_at=now,
+        expires_at=now + dt.timedelta(seconds=max_age),
+        user_agent=(user_agent or None) and user_agent[:255], client_ip=client_ip,
+    )
+    db.add(family)
+    await db.flush()  # no ORM relationships, so the session row must exist before its token
+    token, expires_at, _ = _add_token(db, family.id, family.expires_at, now, refresh_ttl)
+    await db.flush()
+    return Started(family.id, token, expires_at)
+
+
+def _add_token(
+    db: AsyncSession, session_id: uuid.UUID, session_expires: dt.datetime, now: dt.datetime, ttl: int
+) -> tuple[str, dt.datetime, uuid.UUID]:
+    token, digest = tokens.new_refresh()
+    expires_at = min(now + dt.timedelta(seconds=ttl), session_expires)  # never outlive the session
+    row = RefreshToken(
+        id=uuid.uuid4(), session_id=session_id, token_hash=digest, created_at=now, expires_at=expires_at
+    )
+    db.add(row)
+    return token, expires_at, row.id
+
+
+async def rotate(
+    db: AsyncSession, token: str, *, now: dt.datetime, refresh_ttl: int, grace: int
+) -> Rotated | Reused | Refused:
+    digest = tokens.digest(token)
+    live_sessions = select(Session.id).where(Session.revoked_at.is_(None), Session.expires_at > now)
+    claimed = (
+        await db.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.token_hash == digest,
+                RefreshToken.used_at.is_(None),
+                RefreshToken.expires_at > now,
+                RefreshToken.session_id.in_(live_sessions),
+            )
+            .values(used_at=now)
+            .returning(RefreshToken.id, RefreshToken.session_id)
+        )
+    ).one_or_none()
+    if claimed is None:
+        return await _refusal(db, digest, now=now, grace=grace)
+    old_id, session_id = claimed
+    row = (
+        await db.execute(
+            select(Session.expires_at, User)
+            .join(User, User.id == Session.user_id)
+            .where(Session.id == session_id)
+        )
+    ).one()
+    session_expires, user = row
+    if not user.is_active:
+        return Refused("inactive")  # the caller rolls back: nothing was written
+    new_token, expires_at, new_id = _add_token(db, session_id, session_expires, now, refresh_ttl)
+    await db.flush()
+    await db.execute(update(RefreshToken).where(RefreshToken.id == old_id).values(replaced_by=new_id))
+    await db.execute(update(Session).where(Session.id == session_id).values(last_used_at=now))
+    return Rotated(user, Started(session_id, new_token, expires_at))
+
+
+async def _refusal(db: AsyncSession, digest: bytes, *, now: dt.datetime, grace: int) -> Reused | Refused:
+    found = (
+        await db.execute(
+            select(RefreshToken.used_at, RefreshToken.expires_at, Session.id, Session.user_id, Session.revoked_at)
+            .join(Session, Session.id == RefreshToken.session_id)
+            .where(RefreshToken.token_hash == digest)
+        )
+    ).one_or_none()
+    if found is None:
+        return Refused("unknown")
+    used_at, expires_at, session_id, user_id, revoked_at = found
+    if used_at is not None:
+        if grace and now - used_at <= dt.timedelta(seconds=grace):
+            return Refused("rotated")
+        if revoked_at is None:
+            await revoke(db, session_id, now=now, reason="reuse")
+        return Reused(session_id, user_id)
+    if revoked_at is not None:
+        return Refused("revoked")
+    return Refused("expired")
+
+
+async def revoke(db: AsyncSession, session_id: uuid.UUID, *, now: dt.datetime, reason: str) -> bool:
+    result = await db.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.revoked_at.is_(None))
+        .values(revoked_at=now, revoke_reason=reason)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def revoke_by_token(db: AsyncSession, token: str, *, now: dt.datetime) -> uuid.UUID | None:
+    """End the family a refresh token belongs to (used or not); None when the token is unknown."""
+    session_id = (
+        await db.execute(select(RefreshToken.session_id).where(RefreshToken.token_hash == tokens.digest(token)))
+    ).scalar_one_or_none()
+    if session_id is not None:
+        await revoke(db, session_id, now=now, reason="revoked")
+    return session_id
+
+
+async def revoke_all(db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime) -> list[uuid.UUID]:
+    result = await db.execute(
+        update(Session)
+        .where(Session.user_id == user_id, Session.revoked_at.is_(None))
+        .values(revoked_at=now, revoke_reason="logout-all")
+        .returning(Session.id)
+    )
+    return list(result.scalars())
+
+
+@dataclasses.dataclass(frozen=True)
+class RefreshInfo:
+    user: User
+    session_id: uuid.UUID
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+
+
+async def live_refresh(db: AsyncSession, token: str, *, now: dt.datetime) -> RefreshInfo | None:
+    """For introspection: the refresh token if it could be used right now."""
+    row = (
+        await db.execute(
+            select(RefreshToken.created_at, RefreshToken.expires_at, Session.id, User)
+            .join(Session, Session.id == RefreshToken.session_id)
+            .join(User, User.id == Session.user_id)
+            .where(
+                RefreshToken.token_hash == tokens.digest(token),
+                RefreshToken.used_at.is_(None),
+                RefreshToken.expires_at > now,
+                Session.revoked_at.is_(None),
+                Session.expires_at > now,
+                User.is_active.is_(True),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    created_at, expires_at, session_id, user = row
+    return RefreshInfo(user, session_id, created_at, expires_at)

@@ -1,0 +1,88 @@
+"""Queries on users. Every function takes the AsyncSession of the caller's unit of work."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import errors
+from service.db.models import Session, User
+
+
+def _login_filter(login: str):  # type: ignore[no-untyped-def]
+    # "@" cannot occur in a username, so it tells the two apart; both use an expression index.
+    if "@" in login:
+        return func.lower(User.email) == login.lower()
+    return func.lower(User.username) == login.lower()
+
+
+async def by_login(session: AsyncSession, login: str) -> User | None:
+    result = await session.execute(select(User).where(_login_filter(login)))
+    return result.scalar_one_or_none()
+
+
+async def by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def with_live_session(
+    session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, now: dt.datetime
+) -> User | None:
+    """The active user behind an access token, if its session has not ended: one query."""
+    result = await session.execute(
+        select(User)
+        .join(Session, Session.user_id == User.id)
+        .where(
+            User.id == user_id,
+            User.is_active.is_(True),
+            Session.id == session_id,
+            Session.revoked_at.is_(None),
+            Session.expires_at > now,
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def check_available(session: AsyncSession, username: str, email: str) -> None:
+    """Raise if either is taken: cheap, so registration spends no bcrypt on a doomed request."""
+    result = await session.execute(
+        select(func.lower(User.username) == username.lower()).where(
+            (func.lower(User.username) == username.lower()) | (func.lower(User.email) == email.lower())
+        )
+    )
+    for (same_username,) in result:
+        raise errors.UsernameTaken(username) if same_username else errors.EmailTaken(email)
+
+
+async def create(
+    session: AsyncSession, *, username: str, email: str, password_hash: str, now: dt.datetime
+) -> User:
+    user = User(
+        id=uuid.uuid4(), username=username, email=email, password_hash=password_hash,
+        is_active=True, created_at=now, updated_at=now,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # lost a race with a concurrent registration
+        message = str(exc.orig)
+        if "uq_users_email_lower" in message:
+            raise errors.EmailTaken(email) from exc
+        raise errors.UsernameTaken(username) from exc
+    return user
+
+
+async def replace_hash(
+    session: AsyncSession, user_id: uuid.UUID, old_hash: str, new_hash: str, now: dt.datetime
+) -> bool:
+    """Re-hash at a new cost, unless the password changed meanwhile (compare-and-set)."""
+    result = await session.execute(
+        update(User)
+        .where(User.id == user_id, User.password_hash == old_hash)
+        .values(password_hash=new_hash, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

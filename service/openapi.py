@@ -1,0 +1,230 @@
+"""The OpenAPI 3.1 document. Request schemas come from the msgspec structs that enforce them;
+a test compares documented status codes against real answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from service import __version__, schemas
+
+REF = "#/components/schemas/{name}"
+LINKS = [
+    ("/api/v1/auth/register", "register", "POST"),
+    ("/api/v1/auth/token", "token", "POST"),
+    ("/api/v1/auth/refresh", "refresh", "POST"),
+    ("/api/v1/auth/revoke", "revoke", "POST"),
+    ("/api/v1/auth/logout-all", "logout-all", "POST"),
+    ("/api/v1/auth/me", "me", "GET"),
+    ("/api/v1/auth/introspect", "introspect", "POST"),
+    ("/.well-known/jwks.json", "jwks", "GET"),
+    ("/health/readiness", "readiness", "GET"),
+    ("/openapi.json", "openapi", "GET"),
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _body(schema: str, media: str = "application/json") -> dict[str, Any]:
+    return {"required": True, "content": {media: {"schema": _ref(schema)}}}
+
+
+INVALID = _error("invalid body: malformed, missing/extra fields, or a field out of range")
+LIMITED = _error("rate limited; see Retry-After")
+UNAUTHORIZED = _error("missing, invalid, expired or revoked credentials (WWW-Authenticate set)")
+BEARER = [{"bearer": []}]
+
+_request_schemas, _components = msgspec.json.schema_components(
+    [schemas.Register, schemas.RefreshRequest], ref_template=REF
+)
+
+COMPONENTS: dict[str, Any] = {
+    **_components,
+    "Error": {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+    },
+    "User": {
+        "type": "object",
+        "required": ["id", "username", "email", "is_active", "created_at"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "username": {"type": "string"},
+            "email": {"type": "string", "format": "email"},
+            "is_active": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "TokenPair": {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"],
+        "properties": {
+            "access_token": {"type": "string", "description": "EdDSA JWT; verify with the JWKS"},
+            "token_type": {"const": "bearer"},
+            "expires_in": {"type": "integer"},
+            "refresh_token": {"type": "string"},
+            "refresh_expires_in": {"type": "integer"},
+        },
+    },
+    "TokenForm": {
+        "type": "object",
+        "properties": {
+            "grant_type": {"enum": ["password", "refresh_token"], "default": "password"},
+            "username": {"type": "string", "description": "username, or email when it holds an @"},
+            "password": {"type": "string"},
+            "refresh_token": {"type": "string"},
+        },
+    },
+    "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+    "Introspection": {
+        "type": "object",
+        "required": ["active"],
+        "properties": {
+            "active": {"type": "boolean"},
+            "token_type": {"enum": ["access_token", "refresh_token"]},
+            "sub": {"type": "string"},
+            "username": {"type": "string"},
+            "exp": {"type": "integer"},
+            "iat": {"type": "integer"},
+            "sid": {"type": "string"},
+            "jti": {"type": "string"},
+            "iss": {"type": "string"},
+            "aud": {"type": "string"},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"type": "string"},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
+}
+
+FORM = "application/x-www-form-urlencoded"
+
+PATHS: dict[str, Any] = {
+    "/": {"get": {"summary": "Service index", "responses": {"200": {"description": "name, version, links"}}}},
+    "/api/v1/auth/register": {
+        "post": {
+            "summary": "Create a user",
+            "requestBody": _body("Register"),
+            "responses": {
+                "201": _json("created", "User"),
+                "409": _error("username or email taken"),
+                "413": _error("body too large"),
+                "415": _error("not JSON"),
+                "422": INVALID,
+                "429": LIMITED,
+                "503": _error("overloaded; see Retry-After"),
+            },
+        }
+    },
+    "/api/v1/auth/token": {
+        "post": {
+            "summary": "OAuth2 token endpoint: password grant (login) or refresh_token grant",
+            "requestBody": _body("TokenForm", FORM),
+            "responses": {
+                "200": _json("a new token pair", "TokenPair"),
+                "401": _error("Incorrect username or password; or an invalid refresh token"),
+                "415": _error("not a form"),
+                "422": INVALID,
+                "429": LIMITED,
+                "503": _error("password checks overloaded; see Retry-After"),
+            },
+        }
+    },
+    "/api/v1/auth/refresh": {
+        "post": {
+            "summary": "Rotate a refresh token; reuse of a used one revokes its whole session",
+            "requestBody": _body("RefreshRequest"),
+            "responses": {
+                "200": _json("a new token pair", "TokenPair"),
+                "401": _error("unknown, expired, revoked or reused refresh token"),
+                "415": _error("not JSON"),
+                "422": INVALID,
+                "429": LIMITED,
+            },
+        }
+    },
+    "/api/v1/auth/revoke": {
+        "post": {
+            "summary": "End the session a token belongs to (RFC 7009; idempotent)",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _ref("RefreshRequest")},
+                    FORM: {"schema": _ref("TokenParam")},
+                },
+            },
+            "responses": {"204": {"description": "revoked, or nothing to revoke"}, "422": INVALID},
+        }
+    },
+    "/api/v1/auth/logout-all": {
+        "post": {
+            "summary": "End every session of the caller",
+            "security": BEARER,
+            "responses": {"204": {"description": "all sessions ended"}, "401": UNAUTHORIZED},
+        }
+    },
+    "/api/v1/auth/me": {
+        "get": {
+            "summary": "The caller",
+            "security": BEARER,
+            "responses": {"200": _json("the user", "User"), "401": UNAUTHORIZED},
+        }
+    },
+    "/api/v1/auth/introspect": {
+        "post": {
+            "summary": "RFC 7662 token introspection for resource servers",
+            "security": [{"introspectionBasic": []}, {"introspectionBearer": []}],
+            "requestBody": _body("TokenParam", FORM),
+            "responses": {
+                "200": _json("token state", "Introspection"),
+                "401": _error("caller without the introspection secret"),
+                "422": INVALID,
+            },
+        }
+    },
+    "/.well-known/jwks.json": {
+        "get": {"summary": "Every accepted signing key", "responses": {"200": _json("JWKS", "JWKS")}}
+    },
+    "/health/liveness": {"get": {"responses": {"200": _json("alive", "Health")}}},
+    "/health/readiness": {
+        "get": {"responses": {"200": _json("ready", "Health"), "503": _json("a check failed", "Health")}}
+    },
+    "/health/startup": {"get": {"responses": {"200": _json("started", "Health")}}},
+    "/openapi.json": {"get": {"responses": {"200": {"description": "this document"}}}},
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "authsvc",
+        "version": __version__,
+        "description": "Authentication service. Errors are JSON {error, detail}.",
+    },
+    "paths": PATHS,
+    "components": {
+        "schemas": COMPONENTS,
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "introspectionBasic": {"type": "http", "scheme": "basic"},
+            "introspectionBearer": {"type": "http", "scheme": "bearer"},
+        },
+    },
+}

@@ -1,0 +1,129 @@
+"""bcrypt off the event loop: a bounded worker pool, admission control, timing equalisation.
+
+bcrypt releases the GIL, so one thread per CPU the container may use hashes in parallel. Threads
+beyond that only add queueing, and an unbounded queue turns an overload into timeouts for everyone:
+past ``hash_queue_size`` waiting jobs a request is refused at once with 503 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import bcrypt
+
+from service import errors
+
+T = TypeVar("T")
+MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; we refuse instead of truncating
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def available_cpus(cgroup: Path = CGROUP) -> int:
+    """CPUs this process may use: cgroup v2 ``cpu.max``, then v1 CFS quota, then the affinity mask.
+
+    A pod limited to 2 CPUs on a 64-core node must start 2 hash workers, not 64.
+    """
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_v2_quota(cgroup) or _cgroup_v1_quota(cgroup)
+    return max(1, min(affinity, math.ceil(quota))) if quota else max(1, affinity)
+
+
+def _cgroup_v2_quota(root: Path) -> float | None:
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _cgroup_v1_quota(root: Path) -> float | None:
+    for folder in (root / "cpu", root / "cpu,cpuacct"):
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+def encode(password: str) -> bytes:
+    secret = password.encode("utf-8")
+    if len(secret) > MAX_BYTES:
+        raise errors.PasswordTooLong()
+    return secret
+
+
+def cost_of(stored: str) -> int | None:
+    """The work factor of a ``$2b$12$…`` hash, or None if it is not a bcrypt hash."""
+    parts = stored.split("$")
+    return int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
+
+
+class Hasher:
+    def __init__(self, cost: int, workers: int, queue_size: int) -> None:
+        self.cost = cost
+        self.workers = workers
+        self.queue_size = queue_size
+        self.in_flight = 0  # jobs admitted: running plus waiting (one event loop: no lock needed)
+        self.average_seconds = 0.25  # moving average of one hash, for Retry-After
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
+        self._dummy: bytes | None = None
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.in_flight - self.workers)
+
+    async def start(self) -> None:
+        # A real hash at the configured cost: verifying against it costs what a real verify costs.
+        self._dummy = await self._run(bcrypt.hashpw, b"dummy password for unknown users", bcrypt.gensalt(self.cost))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def hash(self, password: str) -> str:
+        secret = encode(password)
+        hashed = await self._run(bcrypt.hashpw, secret, bcrypt.gensalt(self.cost))
+        return hashed.decode("ascii")
+
+    async def verify(self, password: str, stored: str | None) -> bool:
+        """Check a password; with ``stored=None`` (unknown user) spend the same time and say no."""
+        secret = encode(password)
+        if self._dummy is None:
+            raise RuntimeError("Hasher.start() was not awaited")
+        candidate = stored.encode("ascii") if stored else self._dummy
+        try:
+            ok = await self._run(bcrypt.checkpw, secret, candidate)
+        except ValueError:  # a corrupt stored hash: a failed check, not a 500
+            return False
+        return ok and stored is not None
+
+    def needs_rehash(self, stored: str) -> bool:
+        return cost_of(stored) != self.cost
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        if self.in_flight >= self.workers + self.queue_size:
+            raise errors.Overloaded(retry_after=self._retry_after())
+        self.in_flight += 1
+
+        def timed() -> tuple[T, float, float]:
+            begun = time.perf_counter()
+            return fn(*args), begun, time.perf_counter()
+
+        try:
+            result, begun, ended = await asyncio.get_running_loop().run_in_executor(self._executor, timed)
+        finally:
+            self.in_flight -= 1
+        self.average_seconds += 0.1 * ((ended - begun) - self.average_seconds)
+        return result
+
+    def _retry_after(self) -> int:
+        # time for the jobs ahead to drain through the workers
+        return max(1, math.ceil(self.in_flight * self.average_seconds / self.workers))

@@ -1,0 +1,9 @@
+"""Thin endpoints: parse → call → respond. ``ALL`` is the route table ``app.py`` mounts."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from service.routes import auth, health, meta
+
+ALL: list[Route] = [*meta.ROUTES, *auth.ROUTES, *health.ROUTES]

@@ -1,0 +1,104 @@
+"""HTTP plumbing shared by the routes: body limits, content types, bearer tokens, auth headers."""
+
+from __future__ import annotations
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import errors
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def error_response(exc: errors.ServiceError) -> JSONResponse:
+    """The one place a ServiceError becomes HTTP: ``{"error": code, "detail": message}``."""
+    return JSONResponse(
+        {"error": exc.code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers()
+    )
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                # outside Starlette's exception middleware: answer here
+                response = error_response(errors.PayloadTooLarge(f"request body over {self.limit} bytes"))
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise errors.PayloadTooLarge(f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class NoStore:
+    """RFC 6749 §5.1: responses carrying tokens or credentials must not be cached."""
+
+    def __init__(self, app: ASGIApp, prefix: str = "/api/") -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"cache-control", b"no-store"),
+                    (b"pragma", b"no-cache"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def json_body(request: Request) -> bytes:
+    if media_type(request) != "application/json":
+        raise errors.UnsupportedMediaType("expected Content-Type: application/json")
+    return await request.body()
+
+
+async def form_body(request: Request) -> FormData:
+    if media_type(request) not in FORM_TYPES:
+        raise errors.UnsupportedMediaType("expected Content-Type: application/x-www-form-urlencoded")
+    try:
+        return await request.form(max_files=0, max_fields=32, max_part_size=16384)
+    except HTTPException as exc:  # malformed multipart
+        raise errors.InvalidRequest(f"malformed form body: {exc.detail}") from None
+    except UnicodeDecodeError:
+        raise errors.InvalidRequest("form body is not valid UTF-8") from None
+
+
+def bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthorized()
+    return token.strip()
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None

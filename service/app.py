@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import cast
 
 import anyio
 from sqlalchemy import exc as sa_exc
@@ -79,12 +80,11 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.ServiceError)
-    return web.error_response(exc)
+    return web.error_response(cast(errors.ServiceError, exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    exc = cast(HTTPException, exc)
     mapped: errors.ServiceError
     if exc.status_code == 404:
         mapped = errors.NotFound()

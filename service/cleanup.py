@@ -56,6 +56,6 @@ async def run_once(sessions: async_sessionmaker[Any], settings: Settings, now: d
 
 
 async def _lock(db: AsyncSession) -> bool:
-    if db.bind.dialect.name != "postgresql":
+    if db.get_bind().dialect.name != "postgresql":
         return True  # the embedded SQLite default has one process
     return bool((await db.execute(select(func.pg_try_advisory_xact_lock(LOCK_KEY)))).scalar())

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -30,7 +30,9 @@ def create_engine(settings: Settings, url: str, *, pool: bool = True) -> AsyncEn
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": settings.db_pool_timeout}
     else:
-        options.update(_postgres_options(settings, parsed))
+        options["connect_args"] = _postgres_connect_args(settings)
+        # SQLAlchemy's own prepared-statement cache is a dialect option carried in the URL
+        parsed = parsed.update_query_dict({"prepared_statement_cache_size": str(settings.db_statement_cache_size)})
     if pool and parsed.get_backend_name() != "sqlite":
         options.update(
             pool_size=settings.db_pool_size,
@@ -53,17 +55,15 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-def _postgres_options(settings: Settings, url: URL) -> dict[str, Any]:
+def _postgres_connect_args(settings: Settings) -> dict[str, Any]:
     connect_args: dict[str, Any] = {
         "timeout": settings.db_connect_timeout,
         "server_settings": {"application_name": "authsvc"},
+        "statement_cache_size": settings.db_statement_cache_size,
     }
     if settings.db_statement_cache_size == 0:
-        connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = _unique_statement_name
-        return {"connect_args": connect_args, "prepared_statement_cache_size": 0}
-    connect_args["statement_cache_size"] = settings.db_statement_cache_size
-    return {"connect_args": connect_args, "prepared_statement_cache_size": settings.db_statement_cache_size}
+    return connect_args
 
 
 def _unique_statement_name() -> str:

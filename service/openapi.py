@@ -43,7 +43,7 @@ def _body(schema: str, media: str = "application/json") -> dict[str, Any]:
 INVALID = _error("invalid body: malformed, missing/extra fields, or a field out of range")
 LIMITED = _error("rate limited; see Retry-After")
 UNAUTHORIZED = _error("missing, invalid, expired or revoked credentials (WWW-Authenticate set)")
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 _request_schemas, _components = msgspec.json.schema_components(
     [schemas.Register, schemas.RefreshRequest], ref_template=REF

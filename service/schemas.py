@@ -21,7 +21,7 @@ Username = Annotated[
     str,
     msgspec.Meta(
         min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$",
-        description="3–50 of A–Z a–z 0–9 _ . -; unique case-insensitively",
+        description="3 to 50 of A-Z a-z 0-9 _ . -; unique case-insensitively",
     ),
 ]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, description="an email address; unique")]

@@ -49,6 +49,8 @@ def issue_access(
         "exp": issued + ttl,
     }
     signer = keys.signing
+    if signer.private is None:
+        raise ValueError(f"key {signer.kid} has no private part")
     return jwt.encode(claims, signer.private, algorithm=signer.algorithm, headers={"kid": signer.kid})
 
 

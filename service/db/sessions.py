@@ -113,14 +113,14 @@ async def rotate(
 async def _refusal(db: AsyncSession, digest: bytes, *, now: dt.datetime, grace: int) -> Reused | Refused:
     found = (
         await db.execute(
-            select(RefreshToken.used_at, RefreshToken.expires_at, Session.id, Session.user_id, Session.revoked_at)
+            select(RefreshToken.used_at, Session.id, Session.user_id, Session.revoked_at)
             .join(Session, Session.id == RefreshToken.session_id)
             .where(RefreshToken.token_hash == digest)
         )
     ).one_or_none()
     if found is None:
         return Refused("unknown")
-    used_at, expires_at, session_id, user_id, revoked_at = found
+    used_at, session_id, user_id, revoked_at = found
     if used_at is not None:
         if grace and now - used_at <= dt.timedelta(seconds=grace):
             return Refused("rotated")

@@ -1,0 +1,142 @@
+"""Fixtures for the service: real PostgreSQL behind real PgBouncer (transaction mode), and SQLite."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from service import keys, migrations
+from service.app import create_app
+from service.config import Settings
+from service.resources import Resources
+from tests.stack import Stack
+
+BASE = "http://auth.test"
+PASSWORD = "correct horse battery"
+
+
+def environ(stack: Stack, keys_dir: Path, **overrides: str) -> dict[str, str]:
+    return {
+        "AUTH_DATABASE_URL": stack.pgbouncer_url,
+        "AUTH_DB_STATEMENT_CACHE_SIZE": "0",  # PgBouncer 1.18 in transaction mode
+        "AUTH_KEYS_DIR": str(keys_dir),
+        "AUTH_BCRYPT_COST": "4",
+        "AUTH_HASH_WORKERS": "2",
+        "AUTH_INTROSPECTION_SECRET": "introspection-secret",
+        "AUTH_RATE_LIMIT_ENABLED": "false",
+        "AUTH_DATA_DIR": str(keys_dir.parent / "data"),
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("keys")
+    keys.generate(folder, kid="test-key")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack, keys_dir: Path) -> Settings:
+    # sync on purpose: Alembic's async env.py runs its own event loop
+    s = Settings.from_environ(environ(stack, keys_dir))
+    migrations.upgrade(s)  # the real migrations, through PgBouncer like production
+    return s
+
+
+def make_settings(stack: Stack, keys_dir: Path, **overrides: str) -> Settings:
+    return Settings.from_environ(environ(stack, keys_dir, **overrides))
+
+
+async def wipe(stack: Stack) -> None:
+    engine = create_async_engine(stack.admin_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@dataclasses.dataclass
+class Running:
+    """An app with its lifespan running, a client for it, and its resources for inspection."""
+
+    client: httpx.AsyncClient
+    resources: Resources
+
+
+@pytest.fixture
+async def running_app(settings: Settings, stack: Stack) -> AsyncIterator[Any]:
+    """A factory: ``async with running_app(settings) as app`` starts one more app."""
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def start(s: Settings = settings) -> AsyncIterator[Running]:
+        async with LifespanManager(create_app(s)) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+                yield Running(client, manager._state["resources"])
+
+    yield start
+    await wipe(stack)
+
+
+@pytest.fixture
+async def app(running_app: Any) -> AsyncIterator[Running]:
+    async with running_app() as started:
+        yield started
+
+
+@pytest.fixture
+def client(app: Running) -> httpx.AsyncClient:
+    return app.client
+
+
+@dataclasses.dataclass(frozen=True)
+class Account:
+    username: str
+    email: str
+    password: str
+    id: str
+
+
+async def register(client: httpx.AsyncClient, username: str = "alice", password: str = PASSWORD) -> Account:
+    email = f"{username}@example.com"
+    response = await client.post(
+        "/api/v1/auth/register", json={"username": username, "email": email, "password": password}
+    )
+    assert response.status_code == 201, response.text
+    return Account(username, email, password, response.json()["id"])
+
+
+async def login(client: httpx.AsyncClient, account: Account) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/auth/token", data={"username": account.username, "password": account.password}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.fixture
+async def alice(client: httpx.AsyncClient) -> Account:
+    return await register(client)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Iterator[Settings]:
+    yield Settings.from_environ(
+        {"AUTH_DATA_DIR": str(tmp_path / "data"), "AUTH_BCRYPT_COST": "4", "AUTH_RATE_LIMIT_ENABLED": "false"}
+    )

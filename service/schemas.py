@@ -59,6 +59,8 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
         raise errors.InvalidRequest(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise errors.InvalidRequest(f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise errors.InvalidRequest("request body is not valid UTF-8") from None
 
 
 def parse_register(body: bytes) -> Register:

@@ -83,6 +83,8 @@ async def json_body(request: Request) -> bytes:
 
 
 async def form_body(request: Request) -> FormData:
+    if not media_type(request) and not await request.body():
+        return FormData()  # no body at all: let the field checks say what is missing
     if media_type(request) not in FORM_TYPES:
         raise errors.UnsupportedMediaType("expected Content-Type: application/x-www-form-urlencoded")
     try:

@@ -1,0 +1,57 @@
+"""The embedded default: SQLite in a data directory, a generated key, no other server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from service import cleanup
+from service.app import create_app
+from service.config import Settings
+from tests.service.conftest import BASE, bearer, login, register
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_embedded_default_sets_itself_up_and_serves_the_whole_flow(sqlite_settings: Settings) -> None:
+    async with LifespanManager(create_app(sqlite_settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            alice = await register(client)
+            pair = await login(client, alice)
+            assert (await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 200
+            rotated = await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+            assert rotated.status_code == 200
+            reuse = await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+            assert reuse.status_code == 401
+            assert (await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 401
+            assert (await client.get("/health/readiness")).json()["checks"] == {"database": "ok"}
+            res = manager._state["resources"]
+            counts = await cleanup.run_once(res.sessions, res.settings, dt.datetime.now(dt.UTC))
+            assert counts.skipped is False
+    assert (sqlite_settings.data_dir / "auth.db").exists()
+    assert [p.name for p in sqlite_settings.keys_dir.iterdir()] == ["local.pem"]
+
+    # a restart keeps users and the key: old tokens still verify
+    async with LifespanManager(create_app(sqlite_settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            revoked = await client.get("/api/v1/auth/me", headers=bearer(rotated.json()["access_token"]))
+            assert revoked.status_code == 401  # its family was revoked before the restart
+            again = await login(client, alice)
+            assert (await client.get("/api/v1/auth/me", headers=bearer(again["access_token"]))).status_code == 200
+
+
+async def test_concurrent_refreshes_on_sqlite_also_yield_one_success(sqlite_settings: Settings) -> None:
+    async with LifespanManager(create_app(sqlite_settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            pair = await login(client, await register(client))
+            responses = await asyncio.gather(
+                *(client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}) for _ in range(6))
+            )
+            assert sorted(r.status_code for r in responses) == [200] + [401] * 5

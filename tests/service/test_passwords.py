@@ -1,0 +1,169 @@
+"""bcrypt off the event loop: worker sizing, admission control, timing equalisation, re-hashing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from sqlalchemy import select
+
+from service import errors, passwords
+from service.db.models import User
+from service.passwords import Hasher, available_cpus
+from tests.service.conftest import PASSWORD, Running, make_settings, register
+from tests.stack import Stack
+
+pytestmark = pytest.mark.anyio
+AFFINITY = len(os.sched_getaffinity(0))
+
+
+def test_cgroup_v2_quota_sets_the_worker_count(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs → 2 workers
+    assert available_cpus(tmp_path) == min(2, AFFINITY)
+
+
+def test_cgroup_v2_without_a_limit_falls_back_to_the_affinity_mask(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == AFFINITY
+
+
+def test_cgroup_v1_quota_is_read_when_v2_is_absent(tmp_path: Path) -> None:
+    (tmp_path / "cpu,cpuacct").mkdir()
+    (tmp_path / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == 1
+
+
+def test_no_cgroup_files_means_the_affinity_mask(tmp_path: Path) -> None:
+    assert available_cpus(tmp_path) == AFFINITY
+
+
+def test_cost_is_read_from_the_hash() -> None:
+    assert passwords.cost_of(bcrypt.hashpw(b"x", bcrypt.gensalt(5)).decode()) == 5
+    assert passwords.cost_of("not a hash") is None
+
+
+@pytest.fixture
+def hasher() -> Iterator[Hasher]:
+    h = Hasher(cost=4, workers=1, queue_size=1)
+    yield h
+    h.close()
+
+
+async def wait_for(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait until the code under test reaches a state (a counter it owns), failing after ``limit``."""
+    async with asyncio.timeout(limit):
+        while not condition():  # noqa: ASYNC110 - polls state the service exposes no event for
+            await asyncio.sleep(0.001)
+
+
+async def test_hashing_runs_off_the_event_loop_and_refuses_beyond_the_queue(hasher: Hasher) -> None:
+    await hasher.start()
+    gate = threading.Event()
+    blocked = [asyncio.create_task(hasher._run(gate.wait)) for _ in range(2)]  # one running, one queued
+    await wait_for(lambda: hasher.in_flight == 2)
+    # the event loop is free while the worker is busy: this line runs at all
+    with pytest.raises(errors.Overloaded) as refused:
+        await hasher.verify(PASSWORD, None)
+    assert refused.value.retry_after >= 1
+    assert refused.value.headers()["Retry-After"] == str(refused.value.retry_after)
+    gate.set()
+    await asyncio.gather(*blocked)
+    assert await hasher.verify(PASSWORD, await hasher.hash(PASSWORD)) is True
+
+
+async def test_unknown_user_still_costs_one_real_bcrypt_check(hasher: Hasher, monkeypatch: pytest.MonkeyPatch) -> None:
+    await hasher.start()
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def counting(secret: bytes, hashed: bytes) -> bool:
+        calls.append(hashed)
+        return real(secret, hashed)
+
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", counting)
+    assert await hasher.verify(PASSWORD, None) is False
+    assert len(calls) == 1
+    assert passwords.cost_of(calls[0].decode()) == hasher.cost  # the dummy hash is at the current cost
+
+
+async def test_a_corrupt_stored_hash_is_a_failed_check_not_an_error(hasher: Hasher) -> None:
+    await hasher.start()
+    assert await hasher.verify(PASSWORD, "$2b$04$corrupt") is False
+
+
+async def test_login_for_an_unknown_user_runs_bcrypt_like_a_known_one(
+    app: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(app.client)
+    calls: list[int] = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", lambda s, h: calls.append(1) or real(s, h))
+    for username in ("alice", "nobody"):
+        await app.client.post("/api/v1/auth/token", data={"username": username, "password": "wrong password"})
+    assert calls == [1, 1]
+
+
+async def test_a_hash_at_another_cost_is_rehashed_after_a_successful_login(
+    running_app: Any, stack: Stack, keys_dir: Path
+) -> None:
+    async with running_app(make_settings(stack, keys_dir, AUTH_BCRYPT_COST="4")) as old:
+        await register(old.client)
+    async with running_app(make_settings(stack, keys_dir, AUTH_BCRYPT_COST="5")) as new:
+        failed = await new.client.post("/api/v1/auth/token", data={"username": "alice", "password": "wrong pass"})
+        assert failed.status_code == 401
+        async with new.resources.sessions() as db:
+            assert passwords.cost_of((await db.execute(select(User.password_hash))).scalar_one()) == 4
+        ok = await new.client.post("/api/v1/auth/token", data={"username": "alice", "password": PASSWORD})
+        assert ok.status_code == 200
+        async with new.resources.sessions() as db:
+            stored = (await db.execute(select(User.password_hash))).scalar_one()
+        assert passwords.cost_of(stored) == 5
+        again = await new.client.post("/api/v1/auth/token", data={"username": "alice", "password": PASSWORD})
+        assert again.status_code == 200
+
+
+async def test_overload_is_answered_503_with_retry_after_at_once(
+    running_app: Any, stack: Stack, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_app(make_settings(stack, keys_dir, AUTH_HASH_WORKERS="1", AUTH_HASH_QUEUE_SIZE="1")) as app:
+        await register(app.client)
+        gate = threading.Event()
+        real = bcrypt.checkpw
+        monkeypatch.setattr(passwords.bcrypt, "checkpw", lambda s, h: gate.wait() and real(s, h))
+        form = {"username": "alice", "password": PASSWORD}
+        admitted = [asyncio.create_task(app.client.post("/api/v1/auth/token", data=form)) for _ in range(2)]
+        await wait_for(lambda: app.resources.hasher.in_flight == 2)
+        shed = await app.client.post("/api/v1/auth/token", data=form)
+        assert shed.status_code == 503
+        assert shed.json()["error"] == "overloaded"
+        assert int(shed.headers["retry-after"]) >= 1
+        gate.set()
+        assert [r.status_code for r in await asyncio.gather(*admitted)] == [200, 200]
+
+
+async def test_no_connection_is_held_while_hashing(
+    running_app: Any, stack: Stack, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool of one connection, four logins hashing at the same moment: possible only if none holds it."""
+    settings = make_settings(
+        stack, keys_dir, AUTH_DB_POOL_SIZE="1", AUTH_DB_MAX_OVERFLOW="0", AUTH_DB_POOL_TIMEOUT="2",
+        AUTH_HASH_WORKERS="4",
+    )
+    async with running_app(settings) as app:
+        await register(app.client)
+        gate = threading.Event()
+        real = bcrypt.checkpw
+        monkeypatch.setattr(passwords.bcrypt, "checkpw", lambda s, h: gate.wait() and real(s, h))
+        form = {"username": "alice", "password": PASSWORD}
+        logins = [asyncio.create_task(app.client.post("/api/v1/auth/token", data=form)) for _ in range(4)]
+        await wait_for(lambda: app.resources.hasher.in_flight == 4)  # all four are hashing together
+        assert app.resources.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        gate.set()
+        assert [r.status_code for r in await asyncio.gather(*logins)] == [200] * 4

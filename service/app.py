@@ -16,9 +16,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import database, errors, keys, migrations, routes, web
+from service import database, errors, keys, migrations, routes, store, web
+from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher, available_cpus
+from service.ratelimit import Limiter
 from service.resources import Resources, State
 
 log = logging.getLogger("service")
@@ -36,6 +38,7 @@ def create_app(settings: Settings) -> Starlette:
             database.create_engine(settings, settings.database_read_url) if settings.database_read_url else None
         )
         hasher = Hasher(settings.bcrypt_cost, settings.hash_workers or available_cpus(), settings.hash_queue_size)
+        shared = store.create(settings.redis_url, settings.redis_timeout)
         try:
             await migrations.check(settings, engine)
             await hasher.start()
@@ -49,12 +52,17 @@ def create_app(settings: Settings) -> Starlette:
                     hasher=hasher,
                     keys=keyset,
                     jwks=keyset.jwks_json(),
+                    store=shared,
+                    limiter=Limiter(settings, shared),
+                    cache=Cache(shared, settings.user_cache_ttl, settings.access_token_ttl),
                 )
             }
         except migrations.SchemaOutOfDate as exc:
             log.error("%s", exc)
             raise
         finally:  # close in reverse order of creation
+            if isinstance(shared, store.RedisStore):
+                await shared.close()
             hasher.close()
             if read_engine is not None:
                 await read_engine.dispose()

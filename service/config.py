@@ -115,7 +115,7 @@ class Settings:
             introspection_client_id=env.get("INTROSPECTION_CLIENT_ID", _nonempty, "introspect"),
             introspection_secret=env.get("INTROSPECTION_SECRET", _secret, None),
             rate_limit_enabled=env.get("RATE_LIMIT_ENABLED", _bool, True),
-            rate_limit_ip=env.get("RATE_LIMIT_IP", _rate, "300/minute"),
+            rate_limit_ip=env.get("RATE_LIMIT_IP", _rate, "1200/minute"),
             rate_limit_register=env.get("RATE_LIMIT_REGISTER", _rate, "10/minute"),
             rate_limit_token=env.get("RATE_LIMIT_TOKEN", _rate, "30/minute"),
             rate_limit_token_per_user=env.get("RATE_LIMIT_TOKEN_PER_USER", _rate, "10/minute"),

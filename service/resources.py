@@ -8,9 +8,12 @@ from typing import Any, TypedDict
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from starlette.requests import Request
 
+from service.cache import Cache
 from service.config import Settings
 from service.keys import KeySet
 from service.passwords import Hasher
+from service.ratelimit import Limiter
+from service.store import Store
 
 
 @dataclasses.dataclass
@@ -22,6 +25,9 @@ class Resources:
     hasher: Hasher
     keys: KeySet
     jwks: bytes
+    store: Store  # Redis, or this process's memory when AUTH_REDIS_URL is unset
+    limiter: Limiter
+    cache: Cache
 
 
 class State(TypedDict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -102,5 +104,41 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_ip(request: Request, trusted: tuple[Network, ...]) -> str | None:
+    """The socket peer; behind trusted proxies, the right-most X-Forwarded-For hop not among them.
+
+    Proxies append the address that connected to them, so walking from the right past our own proxies
+    reaches the first address no trusted party vouches for beyond: the client. Anything further left
+    was written by the client itself and is ignored, as is the header from an untrusted peer.
+    """
+    peer = request.client.host if request.client else None
+    if not trusted or peer is None or not _trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for line in request.headers.getlist("x-forwarded-for") for hop in line.split(",")]
+    nearest = peer
+    for hop in reversed(hops):
+        if not _is_ip(hop):
+            return nearest  # a malformed hop: trust stops at the last proxy we know
+        if not _trusted(hop, trusted):
+            return hop
+        nearest = hop
+    return nearest
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)

@@ -25,8 +25,19 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _ip(res: Resources, request: Request) -> str | None:
+    return web.client_ip(request, res.settings.trusted_proxies)
+
+
+async def _limit(res: Resources, ip: str | None, *budgets: str) -> None:
+    """The per-IP budgets, before any parsing, query or hash."""
+    for budget in budgets:
+        await res.limiter.hit(budget, ip or "-")
+
+
 async def register(request: Request) -> JSONResponse:
     res = resources(request)
+    await _limit(res, _ip(res, request), "ip", "register")
     data = schemas.parse_register(await web.json_body(request))
     async with res.sessions() as db:  # cheap check first: no bcrypt for a name that is taken
         await users.check_available(db, data.username, data.email)
@@ -40,14 +51,22 @@ async def register(request: Request) -> JSONResponse:
 
 async def token(request: Request) -> JSONResponse:
     res = resources(request)
+    ip = _ip(res, request)
+    await res.limiter.hit("ip", ip or "-")
     grant = schemas.parse_token_form(await web.form_body(request))
     if isinstance(grant, schemas.RefreshGrant):
+        await res.limiter.hit("refresh", ip or "-")
         return await _rotate(res, grant.refresh_token)
+    await res.limiter.hit("token", ip or "-")
+    await res.limiter.hit("token_user", grant.username.lower())  # slows spraying one account from many IPs
+    await res.limiter.check_backoff(grant.username, ip)
     async with res.sessions() as db:  # short read; the connection goes back before hashing
         user = await users.by_login(db, grant.username)
     ok = await res.hasher.verify(grant.password, user.password_hash if user else None)
     if user is None or not ok or not user.is_active:
+        await res.limiter.login_failed(grant.username, ip)  # unknown names count like known ones
         raise errors.InvalidCredentials()  # one answer for unknown user, wrong password, inactive
+    await res.limiter.login_succeeded(grant.username, ip)
     rehashed = await res.hasher.hash(grant.password) if res.hasher.needs_rehash(user.password_hash) else None
     now = utcnow()
     async with res.sessions.begin() as db:  # short write
@@ -55,14 +74,16 @@ async def token(request: Request) -> JSONResponse:
             await users.replace_hash(db, user.id, user.password_hash, rehashed, now)
         started = await sessions.start(
             db, user_id=user.id, now=now, refresh_ttl=res.settings.refresh_token_ttl,
-            max_age=res.settings.session_max_age,
-            user_agent=request.headers.get("user-agent"), client_ip=web.client_ip(request),
+            max_age=res.settings.session_max_age, user_agent=request.headers.get("user-agent"), client_ip=ip,
         )
+    if rehashed:
+        await res.cache.forget_user(user.id)
     return _token_response(res, user, started, now)
 
 
 async def refresh(request: Request) -> JSONResponse:
     res = resources(request)
+    await _limit(res, _ip(res, request), "ip", "refresh")
     data = schemas.parse_refresh(await web.json_body(request))
     return await _rotate(res, data.refresh_token)
 
@@ -77,6 +98,7 @@ async def _rotate(res: Resources, refresh_token: str) -> JSONResponse:
         if isinstance(outcome, sessions.Refused):
             raise errors.InvalidGrant()  # rolls back: the token stays as it was
     if isinstance(outcome, sessions.Reused):  # committed: the family is revoked
+        await res.cache.revoke([outcome.session_id])
         raise errors.InvalidGrant("Refresh token reuse detected; the session has been revoked")
     return _token_response(res, outcome.user, outcome.started, now)
 
@@ -101,11 +123,13 @@ def _token_response(res: Resources, user: User, started: sessions.Started, now: 
 async def revoke(request: Request) -> Response:
     """RFC 7009: idempotent, and an unknown token is not an error."""
     res = resources(request)
+    await _limit(res, _ip(res, request), "ip")
     if web.media_type(request) == "application/json":
         token = schemas.parse_refresh(await request.body()).refresh_token
     else:
         token = schemas.parse_token_param(await web.form_body(request))
     now = utcnow()
+    ended: uuid.UUID | None
     async with res.sessions.begin() as db:
         if token.count(".") == 2:  # an access token: end the session it belongs to
             try:
@@ -113,30 +137,57 @@ async def revoke(request: Request) -> Response:
             except errors.InvalidToken:
                 return Response(status_code=204)
             await sessions.revoke(db, claims.session_id, now=now, reason="revoked")
+            ended = claims.session_id
         else:
-            await sessions.revoke_by_token(db, token, now=now)
+            ended = await sessions.revoke_by_token(db, token, now=now)
+    if ended is not None:
+        await res.cache.revoke([ended])
     return Response(status_code=204)
 
 
 async def logout_all(request: Request) -> Response:
     res = resources(request)
+    await _limit(res, _ip(res, request), "ip")
     now = utcnow()
     claims = _verify(res, web.bearer(request), now)
     async with res.sessions.begin() as db:
         if await users.with_live_session(db, claims.user_id, claims.session_id, now) is None:
             raise errors.InvalidToken()
-        await sessions.revoke_all(db, claims.user_id, now=now)
+        ended = await sessions.revoke_all(db, claims.user_id, now=now)
+    await res.cache.revoke(ended)
     return Response(status_code=204)
 
 
 async def me(request: Request) -> JSONResponse:
     res = resources(request)
+    await _limit(res, _ip(res, request), "ip")
     now = utcnow()
-    claims = _verify(res, web.bearer(request), now)
-    user = await _live_user(res, claims.user_id, claims.session_id, now)
+    user = await _current_user(res, _verify(res, web.bearer(request), now), now)
     if user is None:
         raise errors.InvalidToken()
-    return JSONResponse(schemas.shape_user(user))
+    return JSONResponse(user)
+
+
+async def _current_user(res: Resources, claims: tokens.AccessClaims, now: dt.datetime) -> dict[str, Any] | None:
+    """The shaped user behind a verified access token, or None when its session has ended.
+
+    The revoked list answers "has this session ended?" without the database; the cache answers
+    "who is this?". Without Redis both questions go to the database, in one query.
+    """
+    revoked = await res.cache.is_revoked(claims.session_id)
+    if revoked:
+        return None
+    if revoked is False:
+        cached = await res.cache.user(claims.user_id)
+        if cached is not None:
+            return cached if cached["is_active"] else None
+    user = await _live_user(res, claims.user_id, claims.session_id, now)
+    if user is None:
+        return None
+    shaped = schemas.shape_user(user)
+    if revoked is False:
+        await res.cache.put_user(user.id, shaped)
+    return shaped
 
 
 async def _live_user(res: Resources, user_id: uuid.UUID, session_id: uuid.UUID, now: dt.datetime) -> User | None:
@@ -151,6 +202,7 @@ async def _live_user(res: Resources, user_id: uuid.UUID, session_id: uuid.UUID, 
 async def introspect(request: Request) -> JSONResponse:
     """RFC 7662 for resource servers holding the introspection secret."""
     res = resources(request)
+    await res.limiter.hit("introspect", _ip(res, request) or "-")
     _authenticate_client(res, request)
     token = schemas.parse_token_param(await web.form_body(request))
     now = utcnow()
@@ -160,10 +212,10 @@ async def introspect(request: Request) -> JSONResponse:
             claims = _verify(res, token, now)
         except errors.InvalidToken:
             return JSONResponse(body)
-        user = await _live_user(res, claims.user_id, claims.session_id, now)
+        user = await _current_user(res, claims, now)
         if user is not None:
             body = {
-                "active": True, "token_type": "access_token", "sub": str(user.id), "username": user.username,
+                "active": True, "token_type": "access_token", "sub": user["id"], "username": user["username"],
                 "exp": claims.expires_at, "iat": claims.issued_at, "sid": str(claims.session_id),
                 "jti": claims.jti, "iss": res.settings.jwt_issuer, "aud": res.settings.jwt_audience,
             }

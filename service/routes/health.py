@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.resources import resources
+from service.store import RedisStore, StoreDown
 
 CHECK_TIMEOUT = 2.0
 
@@ -34,6 +35,15 @@ async def readiness(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except Exception:  # any failure means "not ready", reported by name
         checks["database"] = "failed"
+    if isinstance(res.store, RedisStore):
+        # Redis trouble degrades (in-process limits, no cache) but never fails readiness:
+        # pods must not all go unready on a Redis blip.
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await res.store.ping()
+            checks["redis"] = "ok"
+        except (StoreDown, TimeoutError):
+            checks["redis"] = "degraded"
     ready = all(value != "failed" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503

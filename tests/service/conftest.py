@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -27,6 +28,7 @@ def environ(stack: Stack, keys_dir: Path, **overrides: str) -> dict[str, str]:
     return {
         "AUTH_DATABASE_URL": stack.pgbouncer_url,
         "AUTH_DB_STATEMENT_CACHE_SIZE": "0",  # PgBouncer 1.18 in transaction mode
+        "AUTH_REDIS_URL": stack.redis_url,
         "AUTH_KEYS_DIR": str(keys_dir),
         "AUTH_BCRYPT_COST": "4",
         "AUTH_HASH_WORKERS": "2",
@@ -57,12 +59,19 @@ def make_settings(stack: Stack, keys_dir: Path, **overrides: str) -> Settings:
 
 
 async def wipe(stack: Stack) -> None:
+    """TRUNCATE the tables and FLUSHDB the test Redis: every test starts from nothing."""
     engine = create_async_engine(stack.admin_url)
     try:
         async with engine.begin() as connection:
             await connection.execute(text("TRUNCATE users, sessions, refresh_tokens CASCADE"))
     finally:
         await engine.dispose()
+    if stack.redis.running:
+        redis = Redis.from_url(stack.redis_url)
+        try:
+            await redis.flushdb()
+        finally:
+            await redis.aclose()
 
 
 @dataclasses.dataclass

@@ -1,0 +1,133 @@
+"""Rate limits shared by every replica, and exponential backoff after failed logins.
+
+Windows are counted by the ``limits`` library (sliding-window counters) in Redis, so N replicas
+allow the limit once, not N times. When Redis is down the same limits are counted in this
+process's memory: looser across replicas, never unlimited. Every check runs before any bcrypt work
+or database query, so a refused request costs almost nothing.
+
+Backoff: each failed login doubles the wait before the next attempt for that username, and for
+that (username, client IP) pair; a success clears both. Unknown usernames are counted exactly
+like known ones, so the backoff tells an attacker nothing about which accounts exist.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+
+from service import errors
+from service.config import Settings
+from service.store import MemoryStore, RedisStore, Store, StoreDown
+
+PREFIX = "auth:rl"
+BACKOFF = "auth:backoff:"
+
+
+def _limits_uri(url: str) -> str:
+    if url.startswith("unix://"):
+        return "async+redis+unix://" + url.removeprefix("unix://")
+    return "async+" + url  # redis:// and rediss://
+
+
+class Limiter:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.enabled = settings.rate_limit_enabled
+        self.base, self.cap = settings.login_backoff_base, settings.login_backoff_cap
+        self.items: dict[str, RateLimitItem] = {
+            "ip": parse(settings.rate_limit_ip),
+            "register": parse(settings.rate_limit_register),
+            "token": parse(settings.rate_limit_token),
+            "token_user": parse(settings.rate_limit_token_per_user),
+            "refresh": parse(settings.rate_limit_refresh),
+            "introspect": parse(settings.rate_limit_introspect),
+        }
+        self.store = store
+        self.memory_store = store if isinstance(store, MemoryStore) else MemoryStore()
+        self.memory = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.shared: SlidingWindowCounterRateLimiter | None = None
+        if isinstance(store, RedisStore):
+            storage = RedisStorage(
+                _limits_uri(store.url), implementation="redispy", wrap_exceptions=True, key_prefix=PREFIX,
+                connection_pool=store.client.connection_pool,  # type: ignore[arg-type]  # one pool, one set of timeouts
+            )
+            self.shared = SlidingWindowCounterRateLimiter(storage)
+        self.rejections: dict[str, int] = dict.fromkeys(self.items, 0)
+        self.rejections["backoff"] = 0
+
+    async def hit(self, name: str, *identifiers: str) -> None:
+        """Count one request against ``name``'s budget for ``identifiers``; raise when it is spent."""
+        if not self.enabled:
+            return
+        item = self.items[name]
+        limiter = self.memory
+        allowed: bool | None = None
+        if self.shared is not None and isinstance(self.store, RedisStore) and time.monotonic() >= self.store.down_until:
+            try:
+                allowed = await self.shared.hit(item, name, *identifiers)
+                limiter = self.shared
+            except StorageError as exc:
+                self.store.failed("ratelimit", exc)
+        elif self.shared is not None:
+            self.store.fallbacks += 1  # type: ignore[union-attr]
+        if allowed is None:
+            allowed = await self.memory.hit(item, name, *identifiers)
+        if not allowed:
+            self.rejections[name] += 1
+            raise errors.RateLimited(await self._retry_after(limiter, item, name, *identifiers))
+
+    async def _retry_after(self, limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem, *identifiers: str) -> int:
+        try:
+            stats = await limiter.get_window_stats(item, *identifiers)
+        except StorageError:
+            return int(item.get_expiry())
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    # -- login backoff ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _backoff_keys(username: str, ip: str | None) -> tuple[str, str]:
+        who = username.lower()
+        return f"{BACKOFF}u:{who}", f"{BACKOFF}ui:{who}|{ip or '-'}"
+
+    async def check_backoff(self, username: str, ip: str | None) -> None:
+        if not self.enabled:
+            return
+        keys = [f"{key}:until" for key in self._backoff_keys(username, ip)]
+        untils = await self._backoff_store("mget", lambda s: s.mget(*keys))
+        now = time.time()
+        waits = [float(until) - now for until in untils if until is not None]
+        if waits and max(waits) > 0:
+            self.rejections["backoff"] += 1
+            wait = math.ceil(max(waits))
+            raise errors.RateLimited(wait, f"Too many failed logins; try again in {wait}s")
+
+    async def login_failed(self, username: str, ip: str | None) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        for key in self._backoff_keys(username, ip):
+            # the count is forgotten after twice the cap without a failure
+            count = await self._backoff_store("incr", lambda s, k=key: s.incr(f"{k}:count", 2 * self.cap + 1))
+            wait = min(self.cap, self.base * 2 ** (count - 1))
+            if wait > 0:
+                await self._backoff_store(
+                    "set", lambda s, k=key, w=wait: s.set(f"{k}:until", str(now + w).encode(), w)
+                )
+
+    async def login_succeeded(self, username: str, ip: str | None) -> None:
+        if not self.enabled:
+            return
+        keys = [f"{key}:{part}" for key in self._backoff_keys(username, ip) for part in ("count", "until")]
+        await self._backoff_store("delete", lambda s: s.delete(*keys))
+
+    async def _backoff_store(self, operation: str, call: Any) -> Any:
+        try:
+            return await call(self.store)
+        except StoreDown:
+            return await call(self.memory_store)

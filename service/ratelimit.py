@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from limits import RateLimitItem, parse
@@ -36,7 +37,8 @@ def _limits_uri(url: str) -> str:
 
 
 class Limiter:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # backoff deadlines only; the windows are the limits library's
         self.enabled = settings.rate_limit_enabled
         self.base, self.cap = settings.login_backoff_base, settings.login_backoff_cap
         self.items: dict[str, RateLimitItem] = {
@@ -65,23 +67,28 @@ class Limiter:
         if not self.enabled:
             return
         item = self.items[name]
-        limiter = self.memory
-        allowed: bool | None = None
-        if self.shared is not None and isinstance(self.store, RedisStore) and time.monotonic() >= self.store.down_until:
-            try:
-                allowed = await self.shared.hit(item, name, *identifiers)
-                limiter = self.shared
-            except StorageError as exc:
-                self.store.failed("ratelimit", exc)
-        elif self.shared is not None:
-            self.store.fallbacks += 1  # type: ignore[union-attr]
-        if allowed is None:
-            allowed = await self.memory.hit(item, name, *identifiers)
+        limiter = self._limiter()
+        try:
+            allowed = await limiter.hit(item, name, *identifiers)
+        except StorageError as exc:
+            self.store.failed("ratelimit", exc)  # type: ignore[union-attr]  # only the shared one raises
+            limiter = self.memory
+            allowed = await limiter.hit(item, name, *identifiers)
         if not allowed:
             self.rejections[name] += 1
             raise errors.RateLimited(await self._retry_after(limiter, item, name, *identifiers))
 
-    async def _retry_after(self, limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem, *identifiers: str) -> int:
+    def _limiter(self) -> SlidingWindowCounterRateLimiter:
+        if self.shared is None or not isinstance(self.store, RedisStore):
+            return self.memory
+        if self.store.available():
+            return self.shared
+        self.store.fallbacks += 1
+        return self.memory
+
+    async def _retry_after(
+        self, limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem, *identifiers: str
+    ) -> int:
         try:
             stats = await limiter.get_window_stats(item, *identifiers)
         except StorageError:
@@ -100,7 +107,7 @@ class Limiter:
             return
         keys = [f"{key}:until" for key in self._backoff_keys(username, ip)]
         untils = await self._backoff_store("mget", lambda s: s.mget(*keys))
-        now = time.time()
+        now = self.clock()
         waits = [float(until) - now for until in untils if until is not None]
         if waits and max(waits) > 0:
             self.rejections["backoff"] += 1
@@ -110,7 +117,7 @@ class Limiter:
     async def login_failed(self, username: str, ip: str | None) -> None:
         if not self.enabled:
             return
-        now = time.time()
+        now = self.clock()
         for key in self._backoff_keys(username, ip):
             # the count is forgotten after twice the cap without a failure
             count = await self._backoff_store("incr", lambda s, k=key: s.incr(f"{k}:count", 2 * self.cap + 1))

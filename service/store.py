@@ -87,8 +87,12 @@ class RedisStore:
     async def close(self) -> None:
         await self.client.aclose()
 
+    def available(self) -> bool:
+        """False for RETRY_INTERVAL after a failure: then one call tries Redis again."""
+        return time.monotonic() >= self.down_until
+
     async def run(self, operation: str, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        if time.monotonic() < self.down_until:
+        if not self.available():
             self.fallbacks += 1
             raise StoreDown(operation)
         try:

@@ -142,3 +142,40 @@ async def test_login_and_token_lookups_use_their_indexes_on_100k_rows(app: Runni
     assert "uq_refresh_tokens_token_hash" in rotation and "Seq Scan on refresh_tokens" not in rotation, rotation
     logout_all = await explain(app, lambda db: session_queries.revoke_all(db, uuid.uuid4(), now=now))
     assert "ix_sessions_user_id_revoked_at" in logout_all, logout_all
+
+
+async def test_an_exhausted_pool_is_answered_503_not_500(running_app: Any, stack: Stack, keys_dir: Any) -> None:
+    from tests.service.conftest import make_settings, register
+
+    settings = make_settings(
+        stack, keys_dir, AUTH_DB_POOL_SIZE="1", AUTH_DB_MAX_OVERFLOW="0", AUTH_DB_POOL_TIMEOUT="0.2"
+    )
+    async with running_app(settings) as app:
+        await register(app.client)
+        async with app.resources.engine.connect():  # the only connection, held
+            response = await app.client.post("/api/v1/auth/token", data={"username": "alice", "password": "x" * 9})
+        assert (response.status_code, response.json()["error"]) == (503, "database_unavailable")
+        assert response.headers["retry-after"] == "1"
+
+
+@pytest.fixture
+def pgbouncer_restarted(stack: Stack) -> Any:
+    yield
+    stack.pgbouncer.start()
+
+
+async def test_a_database_outage_fails_readiness_and_requests_get_503(
+    app: Running, stack: Stack, pgbouncer_restarted: None
+) -> None:
+    from tests.service.conftest import register
+
+    await register(app.client)
+    stack.pgbouncer.stop()
+    ready = await app.client.get("/health/readiness")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == "failed"
+    login = await app.client.post("/api/v1/auth/token", data={"username": "alice", "password": "x" * 9})
+    assert (login.status_code, login.json()["error"]) == (503, "database_unavailable")
+    assert (await app.client.get("/health/liveness")).status_code == 200  # no restart storm
+    stack.pgbouncer.start()
+    assert (await app.client.get("/health/readiness")).status_code == 200

@@ -179,3 +179,32 @@ async def test_a_database_outage_fails_readiness_and_requests_get_503(
     assert (await app.client.get("/health/liveness")).status_code == 200  # no restart storm
     stack.pgbouncer.start()
     assert (await app.client.get("/health/readiness")).status_code == 200
+
+
+async def test_slow_queries_are_logged_with_duration_but_never_parameters(
+    running_app: Any, stack: Stack, keys_dir: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.service.conftest import make_settings
+
+    settings = make_settings(stack, keys_dir, AUTH_DB_SLOW_QUERY_MS="20")
+    async with running_app(settings) as app, app.resources.sessions() as db:
+        await db.execute(text("SELECT pg_sleep(0.05), :secret"), {"secret": "hunter2-digest"})
+        await db.execute(text("SELECT 1"))
+    slow = [record for record in caplog.records if record.getMessage() == "slow query"]
+    assert len(slow) == 1
+    assert "pg_sleep" in slow[0].statement  # type: ignore[attr-defined]
+    assert slow[0].duration_ms >= 50  # type: ignore[attr-defined]
+    assert "hunter2" not in caplog.text
+
+
+async def test_reads_go_to_the_replica_when_one_is_configured(running_app: Any, stack: Stack, keys_dir: Any) -> None:
+    from tests.service.conftest import bearer, login, make_settings, register
+
+    replica = stack.database_url  # the same data over another connection pool stands in for a replica
+    async with running_app(make_settings(stack, keys_dir, AUTH_DATABASE_READ_URL=replica, AUTH_REDIS_URL="")) as app:
+        assert app.resources.reads is not app.resources.sessions
+        pair = await login(app.client, await register(app.client))
+        read_engine = app.resources.reads.kw["bind"]
+        before = read_engine.pool.checkedin()
+        assert (await app.client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 200
+        assert read_engine.pool.checkedin() == before + 1  # the replica pool served the read

@@ -1,0 +1,30 @@
+{{/* Egress rules shared by the NetworkPolicies. */}}
+
+{{- define "auth-platform.dnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end -}}
+
+{{/* To PostgreSQL itself: the in-chart pods, or the external database's port (at networkPolicy.externalDatabaseTo). */}}
+{{- define "auth-platform.databaseEgress" -}}
+{{- if .Values.postgresql.enabled -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "auth-platform.componentSelectorLabels" (dict "ctx" $ "component" "postgresql") | nindent 10 }}
+  ports:
+    - port: 5432
+      protocol: TCP
+{{- else -}}
+- ports:
+    - port: {{ int .Values.externalDatabase.port }}
+      protocol: TCP
+  {{- with .Values.networkPolicy.externalDatabaseTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,602 @@
+"""The Helm chart, rendered by the real Helm engine and checked as a cluster would check it.
+
+Every value set of the matrix is rendered once, linted strictly, validated against the Kubernetes
+schemas of the oldest and newest supported version, and held to the properties that matter: probes on
+the service's real routes, the restricted Pod Security Standard, the migration hook, the cleanup job.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .rendering import (
+    CHART,
+    HEALTH_ROUTES,
+    KUBE_VERSIONS,
+    METRICS_ROUTE,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    SERVER_PORT,
+    SUBCOMMANDS,
+    Rendered,
+    render,
+    require,
+    values_of,
+)
+
+helm = require("helm_python")
+kubernetes_validate = require("kubernetes_validate")
+yaml = require("yaml")
+
+FULLNAME = f"{RELEASE}-auth-platform"  # with the default values
+SERVICE_IMAGE = "ghcr.io/auth-platform/authsvc"
+# Kinds that only exist with a CRD installed: kubernetes-validate has no schema for them.
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# Variables the chart sets itself; everything else under `config` is the user's.
+CHART_MANAGED = {
+    "AUTH_DATABASE_URL",
+    "AUTH_DATABASE_READ_URL",
+    "AUTH_REDIS_URL",
+    "AUTH_KEYS_DIR",
+    "AUTH_DATA_DIR",
+    "AUTH_SIGNING_KEY_ID",
+    "AUTH_INTROSPECTION_SECRET",
+}
+
+
+def documented_variables() -> set[str]:
+    """The AUTH_* variables docs/configuration.md lists: the only names the service reads."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    return set(re.findall(r"^\| `(AUTH_[A-Z0-9_]+)` \|", text, flags=re.MULTILINE))
+
+
+def containers(pod: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = pod["spec"]
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def authsvc_containers(rendered: Rendered) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Containers running the authsvc image with its entrypoint (not the operator's kopf command)."""
+    repository = rendered.values.get("image", {}).get("repository", SERVICE_IMAGE)
+    for doc, pod in rendered.pod_specs():
+        for container in containers(pod):
+            if container["image"].startswith(repository + ":") and "command" not in container:
+                yield doc, container
+
+
+def crd_kinds() -> set[tuple[str, str]]:
+    """Kinds defined by the chart's own CRDs (crds/ folder), which have no built-in schema either."""
+    kinds = set()
+    with helm.Chart.load(str(CHART)) as chart:
+        for crd in chart.crds:
+            for doc in yaml.safe_load_all(crd["data"]):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    spec = doc["spec"]
+                    for version in spec["versions"]:
+                        kinds.add((f"{spec['group']}/{version['name']}", spec["names"]["kind"]))
+    return kinds
+
+
+# ---- rendering, lint, schemas ------------------------------------------------------------------------
+
+
+def test_every_value_set_renders_objects_with_names_and_labels(rendered: Rendered) -> None:
+    assert rendered.docs
+    for doc in rendered.docs:
+        meta = doc["metadata"]
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", meta["name"]), meta["name"]
+        assert len(meta["name"]) <= 63
+        assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_lint_is_clean_in_strict_mode(case: str) -> None:
+    for kube_version in KUBE_VERSIONS:
+        report = helm.lint(
+            str(CHART), values_of(case), strict=True, namespace=NAMESPACE, kube_version=f"v{kube_version}"
+        )
+        assert report["errors"] == []
+        # severity 1 is information (e.g. "icon is recommended"); 2 warning, 3 error
+        assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_every_document_matches_the_kubernetes_schema(rendered: Rendered, kube_version: str) -> None:
+    extra_kinds = CRD_KINDS | crd_kinds()
+    validated = 0
+    for doc in rendered.docs:
+        if (doc["apiVersion"], doc["kind"]) in extra_kinds:
+            continue
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} at {path}: {exc.message}")
+        validated += 1
+    assert validated > 0
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_the_charts_crds_match_the_kubernetes_schema(kube_version: str) -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        crds = [doc for crd in chart.crds for doc in yaml.safe_load_all(crd["data"]) if doc]
+    for crd in crds:
+        kubernetes_validate.validate(crd, kube_version, strict=True)
+
+
+def test_chart_kube_version_is_the_oldest_validated_one() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    oldest = KUBE_VERSIONS[0].rsplit(".", 1)[0]
+    assert chart["kubeVersion"] == f">={oldest}.0-0"
+
+
+def test_validated_versions_are_shipped_by_kubernetes_validate() -> None:
+    shipped = {v.rsplit(".", 1)[0] for v in kubernetes_validate.utils.all_versions()}
+    assert {v.rsplit(".", 1)[0] for v in KUBE_VERSIONS} <= shipped
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicas": 3}, "additional properties 'replicas' not allowed"),
+        ({"server": {"replicaCount": "2"}}, "want integer"),
+        ({"server": {"replicas": 2}}, "additional properties 'replicas' not allowed"),
+        ({"autoscaling": {"enabled": "yes"}}, "want boolean"),
+        ({"cleanup": {"mode": "daemon"}}, "cronjob"),
+        ({"config": {"AUTH_DATABASE_URL": "postgresql://x"}}, "AUTH_DATABASE_URL"),
+        ({"config": {"AUTH_BCRYPT_COST": 40}}, "maximum"),
+        ({"config": {"AUTH_RATE_LIMIT_IP": "lots"}}, "AUTH_RATE_LIMIT_IP"),
+        ({"secrets": {"databasePassword": "with@sign"}}, "databasePassword"),
+        ({"pgbouncer": {"poolMode": "statement"}}, "transaction"),
+    ],
+)
+def test_schema_rejects_unknown_keys_and_wrong_types(values: dict[str, Any], complaint: str) -> None:
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError, match=re.escape(complaint)):
+        chart.validate_schema(values)
+
+
+def test_schema_accepts_every_value_set_of_the_matrix(case: str) -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values_of(case))
+
+
+# ---- security ----------------------------------------------------------------------------------------
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(rendered: Rendered) -> None:
+    # only pods whose ServiceAccount the chart grants API access (the operator's) get a token
+    bound = {
+        subject["name"]
+        for binding in rendered.kind("RoleBinding") + rendered.kind("ClusterRoleBinding")
+        for subject in binding.get("subjects", [])
+        if subject["kind"] == "ServiceAccount"
+    }
+    for doc, pod in rendered.pod_specs():
+        spec = pod["spec"]
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+        if spec.get("serviceAccountName") not in bound:
+            assert spec.get("automountServiceAccountToken") is False, where
+        pod_ctx = spec.get("securityContext", {})
+        for volume in spec.get("volumes", []):
+            assert "hostPath" not in volume, where
+        for container in containers(pod):
+            ctx = container.get("securityContext", {})
+            at = f"{where} container {container['name']}"
+            assert ctx.get("allowPrivilegeEscalation") is False, at
+            assert ctx.get("readOnlyRootFilesystem") is True, at
+            assert not ctx.get("privileged"), at
+            assert "ALL" in ctx.get("capabilities", {}).get("drop", []), at
+            assert set(ctx.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}, at
+            seccomp = ctx.get("seccompProfile") or pod_ctx.get("seccompProfile")
+            assert seccomp and seccomp["type"] in {"RuntimeDefault", "Localhost"}, at
+
+
+def test_no_container_runs_as_root(rendered: Rendered) -> None:
+    for doc, pod in rendered.pod_specs():
+        pod_ctx = pod["spec"].get("securityContext", {})
+        for container in containers(pod):
+            ctx = container.get("securityContext", {})
+            at = f"{doc['kind']}/{doc['metadata']['name']} container {container['name']}"
+            assert (ctx.get("runAsNonRoot") or pod_ctx.get("runAsNonRoot")) is True, at
+            uid = ctx.get("runAsUser", pod_ctx.get("runAsUser"))
+            # a numeric uid lets the kubelet verify runAsNonRoot whatever the image's USER says
+            assert isinstance(uid, int) and uid > 0, at
+            group = ctx.get("runAsGroup", pod_ctx.get("runAsGroup"))
+            assert group is None or group > 0, at
+
+
+def test_authsvc_runs_as_the_dockerfiles_user(rendered: Rendered) -> None:
+    user = re.search(r"^USER\s+(\d+)", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
+    assert user is not None
+    for doc, pod in rendered.pod_specs():
+        if any(c["image"].startswith(SERVICE_IMAGE) for c in pod["spec"]["containers"]) and doc["kind"] != "Job":
+            assert pod["spec"]["securityContext"]["runAsUser"] == int(user.group(1)), doc["metadata"]["name"]
+
+
+def test_images_are_pinned_and_pulled_by_policy(rendered: Rendered) -> None:
+    for _, pod in rendered.pod_specs():
+        for container in containers(pod):
+            image = container["image"]
+            assert re.search(r":[^/]+$|@sha256:[0-9a-f]{64}$", image), image
+            assert not image.endswith(":latest"), image
+            assert container.get("imagePullPolicy") in {"IfNotPresent", "Always", "Never"}
+
+
+def test_generated_secrets_survive_upgrades_and_uninstall() -> None:
+    rendered = render({})
+    secrets = {s["metadata"]["name"]: s for s in rendered.kind("Secret")}
+    for name in (f"{rendered.fullname}-credentials", f"{rendered.fullname}-signing-keys"):
+        assert secrets[name]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    keys = secrets[f"{rendered.fullname}-signing-keys"]["data"]
+    assert len(keys) == 1
+    ((filename, pem_b64),) = keys.items()
+    assert re.fullmatch(r"[a-z0-9-]+\.pem", filename)  # <kid>.pem
+    pem = base64.b64decode(pem_b64).decode()
+    assert pem.startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8
+    der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
+    assert bytes.fromhex("06032b6570") in der  # OID 1.3.101.112: Ed25519, the service's default algorithm
+    credentials = secrets[f"{rendered.fullname}-credentials"]["data"]
+    assert set(credentials) == {"database-password", "redis-password", "introspection-secret"}
+    for value in credentials.values():
+        assert len(base64.b64decode(value)) >= 32
+
+
+def test_existing_secrets_replace_the_generated_ones() -> None:
+    rendered = render(values_of("existing-secrets"))
+    assert rendered.kind("Secret") == []
+    refs = set()
+    for _, pod in rendered.pod_specs():
+        for container in containers(pod):
+            for env in container.get("env", []):
+                if "secretKeyRef" in env.get("valueFrom", {}):
+                    refs.add(env["valueFrom"]["secretKeyRef"]["name"])
+        for volume in pod["spec"].get("volumes", []):
+            if "secret" in volume:
+                refs.add(volume["secret"]["secretName"])
+    assert refs == {"auth-creds", "auth-keys"}
+    config = rendered.one("ConfigMap", f"{rendered.fullname}-config")["data"]
+    assert config["AUTH_SIGNING_KEY_ID"] == "2026-01"
+
+
+# ---- the service's Deployment ------------------------------------------------------------------------
+
+
+def test_probes_point_at_the_services_health_routes(rendered: Rendered) -> None:
+    deployment = rendered.one("Deployment", rendered.fullname)
+    server = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "server")
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert ports == {"http": SERVER_PORT}
+    args = server["args"]
+    assert args[0] == "serve"
+    assert ipaddress.ip_address(args[args.index("--host") + 1]).is_unspecified  # all interfaces, for the kubelet
+    assert args[args.index("--port") + 1] == str(SERVER_PORT)
+    for kind, route in HEALTH_ROUTES.items():
+        probe = server[f"{kind}Probe"]["httpGet"]
+        assert probe["path"] == route
+        assert probe["port"] in ports
+
+
+def test_the_service_and_servicemonitor_reach_the_server_port(rendered: Rendered) -> None:
+    service = rendered.one("Service", rendered.fullname)
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    deployment = rendered.one("Deployment", rendered.fullname)
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    for monitor in rendered.kind("ServiceMonitor"):
+        assert monitor["spec"]["endpoints"][0]["path"] == METRICS_ROUTE
+        assert monitor["spec"]["endpoints"][0]["port"] == "http"
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_settings_come_from_the_charts_configmap_then_the_operators(rendered: Rendered) -> None:
+    for doc, container in authsvc_containers(rendered):
+        if doc["kind"] == "Job":
+            continue  # the migration hook may run before any ConfigMap exists
+        assert container["envFrom"] == [
+            {"configMapRef": {"name": f"{rendered.fullname}-config"}},
+            {"configMapRef": {"name": f"{rendered.fullname}-overrides", "optional": True}},
+        ]
+
+
+def test_only_documented_settings_are_set(rendered: Rendered) -> None:
+    documented = documented_variables()
+    assert len(documented) > 30
+    config = rendered.one("ConfigMap", f"{rendered.fullname}-config")["data"]
+    names = set(config)
+    for _, container in authsvc_containers(rendered):
+        names |= {env["name"] for env in container.get("env", [])}
+    auth_names = {n for n in names if n.startswith("AUTH_")}
+    assert auth_names <= documented, auth_names - documented
+    assert all(n.startswith("OTEL_") for n in set(config) - auth_names)
+    for value in config.values():
+        assert isinstance(value, str) and "e+" not in value  # no float formatting of whole numbers
+
+
+def test_schema_config_keys_are_exactly_the_documented_variables_the_chart_leaves_to_users() -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        schema = chart.schema
+    assert schema is not None
+    allowed = set(schema["properties"]["config"]["properties"])
+    assert allowed == documented_variables() - CHART_MANAGED
+
+
+def test_large_whole_numbers_reach_the_configmap_as_integers() -> None:
+    config = render({"config": {"AUTH_SESSION_MAX_AGE": 2592000, "AUTH_REDIS_TIMEOUT": 0.25}}).one(
+        "ConfigMap", f"{FULLNAME}-config"
+    )["data"]
+    assert config["AUTH_SESSION_MAX_AGE"] == "2592000"
+    assert config["AUTH_REDIS_TIMEOUT"] == "0.25"
+
+
+def test_checksum_annotation_changes_with_the_settings_and_only_then() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        deployment = render(values).one("Deployment", FULLNAME)
+        annotation: str = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        return annotation
+
+    base = checksum({})
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert checksum({"config": {"AUTH_LOG_LEVEL": "INFO"}}) == base  # the default, spelled out
+    assert checksum({"config": {"AUTH_LOG_LEVEL": "DEBUG"}}) != base
+    assert checksum({"config": {"AUTH_BCRYPT_COST": 13}}) != base
+    assert checksum({"signingKeys": {"activeKeyId": "next"}}) != base
+    assert checksum({"server": {"workers": 2}}) == base  # not a setting: the template changes anyway
+
+
+def test_database_goes_through_pgbouncer_without_prepared_statement_cache() -> None:
+    rendered = render({})
+    config = rendered.one("ConfigMap", f"{rendered.fullname}-config")["data"]
+    assert config["AUTH_DB_STATEMENT_CACHE_SIZE"] == "0"
+    server = rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in server["env"]}
+    assert env["AUTH_DATABASE_URL"]["value"] == (
+        f"postgresql://authsvc:$(DATABASE_PASSWORD)@{rendered.fullname}-pgbouncer:6432/authsvc"
+    )
+    names = [e["name"] for e in server["env"]]
+    assert names.index("DATABASE_PASSWORD") < names.index("AUTH_DATABASE_URL")  # $(VAR) needs it first
+    assert env["AUTH_REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{rendered.fullname}-redis:6379/0"
+    ini = rendered.one("ConfigMap", f"{rendered.fullname}-pgbouncer")["data"]["pgbouncer.ini"]
+    assert "pool_mode = transaction" in ini
+    assert f"authsvc = host={rendered.fullname}-postgresql port=5432 dbname=authsvc" in ini
+
+
+def test_external_database_and_redis_are_used_directly() -> None:
+    rendered = render(values_of("external-db-redis"))
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered.docs}
+    assert not {k for k in kinds if "pgbouncer" in k[1] or "redis" in k[1] or "postgresql" in k[1]}
+    server = rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["AUTH_DATABASE_URL"] == (
+        "postgresql://authsvc:$(DATABASE_PASSWORD)@pg.example.internal:5433/authsvc?ssl=require"
+    )
+    assert env["AUTH_REDIS_URL"] == "rediss://:$(REDIS_PASSWORD)@redis.example.internal:6380/2"
+    config = rendered.one("ConfigMap", f"{rendered.fullname}-config")["data"]
+    assert "AUTH_DB_STATEMENT_CACHE_SIZE" not in config
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert config["OTEL_SDK_DISABLED"] == "false"
+
+
+def test_replica_count_is_left_to_the_hpa_when_it_is_on(rendered: Rendered) -> None:
+    deployment = rendered.one("Deployment", rendered.fullname)
+    hpas = rendered.kind("HorizontalPodAutoscaler")
+    if rendered.values.get("autoscaling", {}).get("enabled", True):
+        assert "replicas" not in deployment["spec"]
+        assert hpas[0]["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": rendered.fullname,
+        }
+        assert hpas[0]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    else:
+        assert hpas == []
+        assert deployment["spec"]["replicas"] == rendered.values["server"]["replicaCount"]
+
+
+def test_a_pdb_guards_the_server_only_when_two_pods_or_more_run() -> None:
+    assert [p["metadata"]["name"] for p in render({}).kind("PodDisruptionBudget")] == [
+        FULLNAME,
+        f"{FULLNAME}-pgbouncer",
+    ]
+    single = render(values_of("single-replica-no-hpa"))
+    assert FULLNAME not in {p["metadata"]["name"] for p in single.kind("PodDisruptionBudget")}
+    fixed = render({"autoscaling": {"enabled": False}, "server": {"replicaCount": 3}})
+    assert FULLNAME in {p["metadata"]["name"] for p in fixed.kind("PodDisruptionBudget")}
+
+
+def test_server_pods_spread_over_zones_and_nodes(rendered: Rendered) -> None:
+    spec = rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]
+    keys = [c["topologyKey"] for c in spec["topologySpreadConstraints"]]
+    assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    assert spec["containers"][0]["resources"]["limits"]["cpu"]  # the bcrypt pool is sized from it
+
+
+def test_service_account_mounts_no_token() -> None:
+    account = render({}).one("ServiceAccount", FULLNAME)  # the operator has its own, with API access
+    assert account["automountServiceAccountToken"] is False
+
+
+# ---- migrations and cleanup --------------------------------------------------------------------------
+
+
+def test_migrations_run_as_a_hook_before_the_new_pods(rendered: Rendered) -> None:
+    (job,) = [j for j in rendered.kind("Job") if j["metadata"]["name"] == f"{rendered.fullname}-migrate"]
+    hooks = set(job["metadata"]["annotations"]["helm.sh/hook"].split(","))
+    in_chart_db = rendered.values.get("postgresql", {}).get("enabled", True)
+    # hooks run before any chart resource exists: an in-chart database can only be migrated post-install
+    assert hooks == ({"post-install", "pre-upgrade"} if in_chart_db else {"pre-install", "pre-upgrade"})
+    assert "before-hook-creation" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container  # the image's ENTRYPOINT, authsvc
+    assert container["args"] == ["migrate"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    # the hook must not depend on objects a first install has not created yet
+    spec = job["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in spec
+    assert "envFrom" not in container
+    env = {e["name"]: e for e in container["env"]}
+    assert "pgbouncer" not in env["AUTH_DATABASE_URL"]["value"]  # DDL needs a real session
+    secret = env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
+    hook_secrets = [
+        s
+        for s in rendered.kind("Secret")
+        if "pre-install" in s["metadata"].get("annotations", {}).get("helm.sh/hook", "")
+    ]
+    if "pre-install" in hooks and not rendered.values.get("secrets", {}).get("existingSecret"):
+        assert [s["metadata"]["name"] for s in hook_secrets] == [secret]
+        assert int(hook_secrets[0]["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+            job["metadata"]["annotations"]["helm.sh/hook-weight"]
+        )
+    else:
+        assert hook_secrets == []
+
+
+def test_cleanup_runs_as_a_cronjob_one_pass_at_a_time() -> None:
+    rendered = render({})
+    cron = rendered.one("CronJob", f"{rendered.fullname}-cleanup")
+    spec = cron["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] > 0
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
+    assert spec["successfulJobsHistoryLimit"] >= 0 and spec["failedJobsHistoryLimit"] >= 1
+    (container,) = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert "command" not in container
+    assert container["args"] == ["cleanup"]
+    server = rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in server] == ["server"]
+
+
+def test_cleanup_sidecar_replaces_the_cronjob() -> None:
+    rendered = render(values_of("sidecar-cleanup"))
+    assert rendered.kind("CronJob") == []
+    containers_ = rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]["containers"]
+    sidecar = next(c for c in containers_ if c["name"] == "cleanup")
+    assert sidecar["args"] == ["cleanup", "--loop", "--interval", "120"]
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert "pgbouncer" not in env["AUTH_DATABASE_URL"]  # its advisory lock needs a session
+
+
+def test_authsvc_containers_run_known_subcommands(rendered: Rendered) -> None:
+    for _, container in authsvc_containers(rendered):
+        assert container["args"][0] in SUBCOMMANDS
+
+
+# ---- network policies --------------------------------------------------------------------------------
+
+
+def test_network_policies_follow_the_switch(rendered: Rendered) -> None:
+    policies = rendered.kind("NetworkPolicy")
+    if rendered.values.get("networkPolicy", {}).get("enabled", True):
+        selected = {
+            p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") for p in policies
+        }
+        components = {
+            pod["metadata"]["labels"]["app.kubernetes.io/component"]
+            for doc, pod in rendered.pod_specs()
+            if doc["metadata"]["labels"].get("app.kubernetes.io/component") != "operator"
+        }
+        # every component is covered (cleanup and migrate by the jobs policy's expression)
+        assert components - {"cleanup", "migrate"} <= selected
+        for policy in policies:
+            assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    else:
+        assert policies == []
+
+
+def test_the_server_reaches_only_dns_pgbouncer_redis_and_otlp() -> None:
+    policy = render({}).one("NetworkPolicy", FULLNAME)
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert ports == {53, 6432, 6379}
+    for rule in policy["spec"]["egress"]:
+        if rule["ports"][0]["port"] != 53:
+            assert rule["to"], rule  # no port open to the whole world
+    ingress = policy["spec"]["ingress"]
+    assert ingress == [{"from": [{"podSelector": {}}], "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]}]
+
+    external = render(values_of("external-db-redis")).one("NetworkPolicy", FULLNAME)
+    ports = {p["port"] for rule in external["spec"]["egress"] for p in rule["ports"]}
+    assert ports == {53, 5433, 6380, 4317, 4318}
+
+
+def test_in_chart_redis_and_postgresql_take_connections_only_from_the_platform() -> None:
+    rendered = render({})
+    for name in (f"{rendered.fullname}-redis", f"{rendered.fullname}-postgresql"):
+        policy = rendered.one("NetworkPolicy", name)
+        assert policy["spec"]["egress"] == []
+        for rule in policy["spec"]["ingress"]:
+            for peer in rule["from"]:
+                assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+# ---- values documentation ----------------------------------------------------------------------------
+
+
+def leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in {"config", "resources"}:
+            yield from leaf_keys(value, path + ".")
+        else:
+            yield path
+
+
+def test_readme_documents_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", readme, flags=re.MULTILINE))
+    missing = set(leaf_keys(values)) - documented
+    assert not missing, sorted(missing)
+
+
+def test_every_value_has_a_comment_in_values_yaml() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for number, line in enumerate(lines):
+        match = re.match(r"^( {0,2})([A-Za-z][A-Za-z0-9_]*):", line)  # top two levels; deeper ones are parts
+        if not match or match.group(2).startswith("AUTH_"):  # the settings are described by `config`'s comment
+            continue
+        before = lines[number - 1].strip() if number else ""
+        assert before.startswith("#"), f"values.yaml line {number + 1}: {line.strip()} has no comment above it"
+
+
+def test_schema_and_values_yaml_have_the_same_keys() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    with helm.Chart.load(str(CHART)) as chart:
+        schema = chart.schema
+    assert schema is not None
+    assert set(schema["properties"]) - {"global"} == set(values)
+
+
+def test_the_generated_signing_key_loads_in_the_service(tmp_path: Path) -> None:
+    keys = require("service.keys")
+    secret = render({}).one("Secret", f"{FULLNAME}-signing-keys")
+    for filename, content in secret["data"].items():
+        (tmp_path / filename).write_bytes(base64.b64decode(content))
+    loaded = keys.load(tmp_path, None)  # what the pod does with the mounted Secret (AUTH_KEYS_DIR)
+    (kid,) = loaded.by_kid
+    assert loaded.by_kid[kid].algorithm == "EdDSA"
+
+
+def test_an_external_redis_without_auth_gets_no_password() -> None:
+    values = {**values_of("external-db-redis"), "externalRedis": {"host": "cache", "auth": False}}
+    values["secrets"] = {"databasePassword": "s3cret-pass"}
+    rendered = render(values)
+    server = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["AUTH_REDIS_URL"] == "redis://cache:6379/0"
+    assert "REDIS_PASSWORD" not in env
+    assert "redis-password" not in rendered.one("Secret", f"{FULLNAME}-credentials")["data"]
+
+
+def test_the_probed_routes_exist_in_the_service() -> None:
+    routes = require("service.routes")
+    served = {route.path: route.methods for route in routes.ALL}
+    for path in HEALTH_ROUTES.values():
+        assert "GET" in served[path], path

@@ -157,26 +157,24 @@ class _Reader:
 
 
 def _int(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"expected a whole number from {low} to {high}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}, got {value}")
-        return value
-
-    return parse
+    return _number(int, "a whole number", low, high)
 
 
 def _float(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
+    return _number(float, "a number", low, high)
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(kind: Callable[[str], N], noun: str, low: N, high: N) -> Callable[[str], N]:
+    def parse(raw: str) -> N:
         try:
-            value = float(raw)
+            value = kind(raw)
         except ValueError:
-            raise ValueError(f"expected a number from {low:g} to {high:g}") from None
+            raise ValueError(f"expected {noun} from {low:g} to {high:g}") from None
         if not low <= value <= high:
-            raise ValueError(f"expected a number from {low:g} to {high:g}, got {value:g}")
+            raise ValueError(f"expected {noun} from {low:g} to {high:g}, got {value:g}")
         return value
 
     return parse

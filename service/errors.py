@@ -122,22 +122,8 @@ class InvalidClient(Unauthorized):
     challenge = 'Basic realm="introspection"'
 
 
-class RateLimited(ServiceError):
-    status_code = 429
-    code = "rate_limited"
-
-    def __init__(self, retry_after: int, detail: str | None = None) -> None:
-        self.retry_after = max(1, retry_after)
-        super().__init__(detail or f"Too many requests; try again in {self.retry_after}s")
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
-
-
-class Unavailable(ServiceError):
-    status_code = 503
-    code = "unavailable"
-    default_detail = "Service temporarily unavailable"
+class _TryLater(ServiceError):
+    """An answer that says when to come back (Retry-After, whole seconds, at least 1)."""
 
     def __init__(self, retry_after: int = 1, detail: str | None = None) -> None:
         self.retry_after = max(1, retry_after)
@@ -145,6 +131,20 @@ class Unavailable(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(_TryLater):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(retry_after, detail or f"Too many requests; try again in {max(1, retry_after)}s")
+
+
+class Unavailable(_TryLater):
+    status_code = 503
+    code = "unavailable"
+    default_detail = "Service temporarily unavailable"
 
 
 class Overloaded(Unavailable):

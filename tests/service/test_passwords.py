@@ -129,14 +129,21 @@ async def test_a_hash_at_another_cost_is_rehashed_after_a_successful_login(
         assert again.status_code == 200
 
 
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Every bcrypt check waits for this event: password checks stay "in progress" until it is set."""
+    opened = threading.Event()
+    real = bcrypt.checkpw
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", lambda s, h: opened.wait() and real(s, h))
+    yield opened
+    opened.set()  # never leave a worker thread waiting
+
+
 async def test_overload_is_answered_503_with_retry_after_at_once(
-    running_app: Any, stack: Stack, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+    running_app: Any, stack: Stack, keys_dir: Path, gate: threading.Event
 ) -> None:
     async with running_app(make_settings(stack, keys_dir, AUTH_HASH_WORKERS="1", AUTH_HASH_QUEUE_SIZE="1")) as app:
         await register(app.client)
-        gate = threading.Event()
-        real = bcrypt.checkpw
-        monkeypatch.setattr(passwords.bcrypt, "checkpw", lambda s, h: gate.wait() and real(s, h))
         form = {"username": "alice", "password": PASSWORD}
         admitted = [asyncio.create_task(app.client.post("/api/v1/auth/token", data=form)) for _ in range(2)]
         await wait_for(lambda: app.resources.hasher.in_flight == 2)
@@ -149,7 +156,7 @@ async def test_overload_is_answered_503_with_retry_after_at_once(
 
 
 async def test_no_connection_is_held_while_hashing(
-    running_app: Any, stack: Stack, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+    running_app: Any, stack: Stack, keys_dir: Path, gate: threading.Event
 ) -> None:
     """A pool of one connection, four logins hashing at the same moment: possible only if none holds it."""
     settings = make_settings(
@@ -158,9 +165,6 @@ async def test_no_connection_is_held_while_hashing(
     )
     async with running_app(settings) as app:
         await register(app.client)
-        gate = threading.Event()
-        real = bcrypt.checkpw
-        monkeypatch.setattr(passwords.bcrypt, "checkpw", lambda s, h: gate.wait() and real(s, h))
         form = {"username": "alice", "password": PASSWORD}
         logins = [asyncio.create_task(app.client.post("/api/v1/auth/token", data=form)) for _ in range(4)]
         await wait_for(lambda: app.resources.hasher.in_flight == 4)  # all four are hashing together

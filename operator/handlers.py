@@ -1,0 +1,230 @@
+"""The AuthConfig operator: ``kopf run --standalone --namespace NS operator/handlers.py``.
+
+One idempotent reconcile serves create, update and resume, and a timer re-runs it to put back what
+someone changed by hand. Every write is preceded by a read and skipped when nothing differs, so a
+reconcile that finds everything in place changes nothing (and rolls no pods).
+
+A bad spec is a ``kopf.PermanentError`` (retried only when the spec changes); an outage, a missing
+target or a conflict is a ``kopf.TemporaryError`` retried after ``AUTHCONFIG_RETRY_DELAY`` seconds.
+Either way the reason is in ``status.conditions`` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+# operator/ is a folder, not a package: a package named "operator" would shadow the standard library.
+# kopf puts this folder on sys.path when it runs this file; the checkout's root comes last, for
+# `service` when it is not installed (in the image it is).
+_HERE = Path(__file__).resolve().parent
+for _path in (str(_HERE), str(_HERE.parent)):
+    if _path not in sys.path:
+        sys.path.append(_path)
+
+import authconfig  # noqa: E402
+import authconfig_state  # noqa: E402
+import kubeapi  # noqa: E402
+
+AUTHCONFIGS = (authconfig.GROUP, authconfig.VERSION, authconfig.PLURAL)
+PERMANENT = frozenset({"InvalidSpec", "Rejected"})
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw.strip() else default
+    except ValueError:
+        raise SystemExit(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise SystemExit(f"{name}: expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+DRIFT_INTERVAL = _seconds("AUTHCONFIG_DRIFT_INTERVAL", 60)
+RETRY_DELAY = _seconds("AUTHCONFIG_RETRY_DELAY", 30)
+
+
+class Conflict(Exception):
+    """A child's name is taken by an object this AuthConfig does not control."""
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Namespaced and least-privilege: no cluster-wide watch of CRDs or namespaces (the CRD is
+    # installed before the operator starts, so the initial discovery sees it).
+    settings.scanning.disabled = True
+    # Our own keys on the AuthConfig, not kopf's defaults; no progress kept in status (the CRD
+    # describes every status field).
+    settings.persistence.finalizer = f"{authconfig.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=authconfig.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=authconfig.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # Events for problems, not for every pass
+
+
+@kopf.on.resume(*AUTHCONFIGS)
+@kopf.on.create(*AUTHCONFIGS)
+@kopf.on.update(*AUTHCONFIGS)
+async def reconcile(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    outcome = await _serialised(memo, body, logger)
+    _record(patch, status, outcome, logger)
+    if outcome.failure in PERMANENT:
+        raise kopf.PermanentError(outcome.message)
+    if outcome.failure is not None:
+        raise kopf.TemporaryError(outcome.message, delay=RETRY_DELAY)
+
+
+@kopf.timer(*AUTHCONFIGS, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
+async def recheck(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Put back a hand edit; retry what an outage left undone. Failures go to status, the next tick retries."""
+    _record(patch, status, await _serialised(memo, body, logger), logger)
+
+
+async def _serialised(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger) -> authconfig_state.Outcome:
+    # The timer and the change handlers run concurrently in kopf: one pass per object at a time.
+    lock: asyncio.Lock = memo.setdefault("reconcile_lock", asyncio.Lock())
+    async with lock:
+        return await _reconcile(body, logger)
+
+
+async def _reconcile(body: kopf.Body, logger: kopf.Logger) -> authconfig_state.Outcome:
+    generation = body.metadata.get("generation")
+    spec = authconfig.with_defaults(body.spec)
+    names = authconfig.Names(spec["targetRef"]["name"])
+    namespace = str(body.metadata.namespace)
+    env = authconfig.settings_env(spec)
+    try:
+        authconfig.validate(env)
+    except authconfig.InvalidSpec as exc:
+        return authconfig_state.Outcome(generation, failure="InvalidSpec", message=f"the service would refuse: {exc}")
+
+    ini = {"pgbouncer.ini": authconfig.pgbouncer_ini(spec)}
+    config_sum, pgbouncer_sum = authconfig.checksum(env), authconfig.checksum(ini)
+    try:
+        async with kubeapi.connect() as api:
+            target = await api.get(kubeapi.DEPLOYMENTS, namespace, names.target)
+            if target is None:
+                return authconfig_state.Outcome(
+                    generation, failure="TargetNotFound", message=f"no Deployment {namespace}/{names.target}"
+                )
+            pgbouncer = await api.get(kubeapi.DEPLOYMENTS, namespace, names.pgbouncer)
+
+            # ConfigMaps first, then the checksums: pods roll only once what they will read is there.
+            owner = body.metadata.name
+            overrides = authconfig.configmap(names.overrides, owner, env)
+            await _ensure(api, kubeapi.CONFIGMAPS, namespace, overrides, body, logger, exact=("data",))
+            pgbouncer_overrides = authconfig.configmap(names.pgbouncer_overrides, owner, ini)
+            await _ensure(api, kubeapi.CONFIGMAPS, namespace, pgbouncer_overrides, body, logger, exact=("data",))
+            await _stamp(api, namespace, target, authconfig.CONFIG_CHECKSUM, config_sum, logger)
+            if pgbouncer is not None:
+                await _stamp(api, namespace, pgbouncer, authconfig.PGBOUNCER_CHECKSUM, pgbouncer_sum, logger)
+            # Last, so that a CronJob someone else owns (Conflict) still lets the settings apply.
+            cleanup = authconfig.cronjob(spec, names, owner, target["spec"]["template"])
+            await _ensure(api, kubeapi.CRONJOBS, namespace, cleanup, body, logger)
+            warnings = _warnings(spec, names, env, target, pgbouncer)
+    except authconfig.InvalidSpec as exc:
+        return authconfig_state.Outcome(generation, failure="InvalidSpec", message=str(exc))
+    except Conflict as exc:
+        return authconfig_state.Outcome(generation, failure="Conflict", message=str(exc))
+    except kubeapi.ApiError as exc:
+        failure = "Forbidden" if exc.status == 403 else "ApiError" if exc.transient else "Rejected"
+        return authconfig_state.Outcome(generation, failure=failure, message=str(exc))
+    return authconfig_state.Outcome(
+        generation,
+        checksum=config_sum,
+        pgbouncer_checksum=pgbouncer_sum if pgbouncer is not None else None,
+        warnings=tuple(warnings),
+    )
+
+
+async def _ensure(
+    api: kubeapi.Api,
+    kind: kubeapi.Kind,
+    namespace: str,
+    desired: dict[str, Any],
+    owner: kopf.Body,
+    logger: kopf.Logger,
+    exact: tuple[str, ...] = (),
+) -> None:
+    """Create ``desired`` or patch what drifted; never touch an object this AuthConfig does not control."""
+    kopf.adopt(desired, owner=owner)
+    name = desired["metadata"]["name"]
+    live = await api.get(kind, namespace, name)
+    if live is None:
+        await api.create(kind, namespace, desired)
+        logger.info(f"Created {desired['kind']} {name}.")
+        return
+    if not authconfig_state.owned_by(live, str(owner.metadata.uid)):
+        hint = (
+            " (the chart's own cleanup CronJob? set the chart's cleanup.mode to operator)"
+            if kind == kubeapi.CRONJOBS else " (another AuthConfig targeting the same Deployment?)"
+        )
+        raise Conflict(f"{desired['kind']} {name} exists and is not controlled by this AuthConfig{hint}")
+    # Ownership is settled above; comparing owner references would fight other (non-controller) owners.
+    desired["metadata"].pop("ownerReferences", None)
+    change = authconfig_state.drift(live, desired, exact=exact)
+    if change:
+        await api.patch(kind, namespace, name, change)
+        logger.info(f"Updated {desired['kind']} {name}: {sorted(change)}.")
+
+
+async def _stamp(
+    api: kubeapi.Api, namespace: str, deployment: Mapping[str, Any], key: str, value: str, logger: kopf.Logger
+) -> None:
+    """Set the pod-template annotation that rolls the Deployment, unless it already holds ``value``."""
+    name = deployment["metadata"]["name"]
+    annotations = deployment["spec"]["template"].get("metadata", {}).get("annotations") or {}
+    if annotations.get(key) == value:
+        return
+    await api.patch(
+        kubeapi.DEPLOYMENTS, namespace, name, {"spec": {"template": {"metadata": {"annotations": {key: value}}}}}
+    )
+    logger.info(f"Rolling Deployment {name}: {key}={value[:12]}….")
+
+
+def _warnings(
+    spec: Mapping[str, Any],
+    names: authconfig.Names,
+    env: Mapping[str, str],
+    target: Mapping[str, Any],
+    pgbouncer: Mapping[str, Any] | None,
+) -> list[str]:
+    found = authconfig.wiring_warnings(target["spec"]["template"], names, env)
+    if pgbouncer is None:
+        found.append(f"no Deployment {names.pgbouncer}: the PgBouncer settings are written but applied nowhere")
+    replicas = int(target["spec"].get("replicas", 1))
+    pgbouncer_replicas = int(pgbouncer["spec"].get("replicas", 1)) if pgbouncer is not None else None
+    return found + authconfig.pool_warnings(spec, replicas, pgbouncer_replicas)
+
+
+def _record(patch: kopf.Patch, status: kopf.Status, outcome: authconfig_state.Outcome, logger: kopf.Logger) -> None:
+    """Write the status fields that changed; an unchanged pass writes nothing."""
+    desired = authconfig_state.status(status, outcome, now=dt.datetime.now(dt.UTC))
+    for key, value in desired.items():
+        if status.get(key) != value:
+            patch.status[key] = value
+    for warning in sorted(set(outcome.warnings) - set(status.get("warnings") or ())):
+        logger.warning(warning)  # posted as a Kubernetes Event once, when it first appears
+    if outcome.failure is not None and outcome.failure != _reason(status):
+        logger.error(f"{outcome.failure}: {outcome.message}")
+
+
+def _reason(status: kopf.Status) -> str | None:
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return str(condition.get("reason"))
+    return None

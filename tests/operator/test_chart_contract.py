@@ -1,0 +1,127 @@
+"""The chart and the operator agree: names, the envFrom order, PgBouncer's fragment, RBAC, the probe.
+
+Rendered with the real Helm engine (``tests/chart/rendering.py``: skipped on a laptop without the
+k8s-test extras, an error in CI).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import authconfig
+import pytest
+
+from tests.chart.rendering import NAMESPACE, Rendered, render
+from tests.operator import schema
+
+
+@pytest.fixture(scope="module")
+def rendered() -> Rendered:
+    return render({})
+
+
+@pytest.fixture(scope="module")
+def names(rendered: Rendered) -> authconfig.Names:
+    return authconfig.Names(rendered.fullname)
+
+
+def operator_docs(rendered: Rendered) -> list[dict[str, Any]]:
+    return [
+        d for d in rendered.docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "operator"
+    ]
+
+
+def test_the_service_reads_the_operators_configmap_after_the_charts(
+    rendered: Rendered, names: authconfig.Names
+) -> None:
+    deployment = rendered.one("Deployment", names.target)
+    server = authconfig.server_container(deployment["spec"]["template"], names.overrides)
+    refs = [ref["configMapRef"] for ref in server["envFrom"] if "configMapRef" in ref]
+    assert refs[-1] == {"name": names.overrides, "optional": True}
+    assert refs.index({"name": f"{names.target}-config"}) < len(refs) - 1
+
+
+def test_pgbouncer_appends_the_fragment_the_operator_writes(rendered: Rendered, names: authconfig.Names) -> None:
+    pod = rendered.one("Deployment", names.pgbouncer)["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name") == names.pgbouncer_overrides)
+    assert volume["configMap"]["optional"] is True
+    (init,) = pod["initContainers"]
+    mount = next(m for m in init["volumeMounts"] if m["name"] == volume["name"])
+    assert f"{mount['mountPath']}/pgbouncer.ini" in init["command"][-1]  # the key the operator writes
+
+
+def test_the_crd_ships_in_the_chart(rendered: Rendered) -> None:
+    assert schema.CHART_CRD_PATH.read_text() == schema.CRD_PATH.read_text()
+
+
+def test_the_operator_runs_kopf_standalone_on_the_handlers_with_its_liveness_probe(
+    rendered: Rendered, names: authconfig.Names
+) -> None:
+    deployment = rendered.one("Deployment", f"{names.target}-operator")
+    assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]) == (1, {"type": "Recreate"})
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["kopf"]
+    args = container["args"]
+    assert args[0] == "run" and "--standalone" in args
+    assert f"--namespace={NAMESPACE}" in args
+    assert args[-1] == "/app/operator/handlers.py"  # the image's WORKDIR is /app
+    assert (schema.ROOT / "operator" / "handlers.py").exists()
+    assert "--liveness=http://0.0.0.0:8080/healthz" in args
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        "AUTHCONFIG_DRIFT_INTERVAL": "60", "AUTHCONFIG_RETRY_DELAY": "30"
+    }
+    assert pod["serviceAccountName"] == f"{names.target}-operator"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def rules(rendered: Rendered, name: str) -> list[dict[str, Any]]:
+    role: dict[str, Any] = rendered.one("Role", name)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    return list(role["rules"])
+
+
+def test_rbac_is_namespaced_and_split_into_what_kopf_needs_and_what_the_reconcile_writes(
+    rendered: Rendered, names: authconfig.Names
+) -> None:
+    assert not [d for d in operator_docs(rendered) if d["kind"].startswith("Cluster")]
+    prefix = f"{names.target}-operator"
+    assert rules(rendered, f"{prefix}-kopf") == [
+        {"apiGroups": [authconfig.GROUP], "resources": ["authconfigs"], "verbs": ["list", "watch", "patch"]},
+        {"apiGroups": [authconfig.GROUP], "resources": ["authconfigs/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
+    assert rules(rendered, f"{prefix}-reconcile") == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [names.overrides, names.pgbouncer_overrides],
+         "verbs": ["get", "patch"]},
+        {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["create"]},
+        {"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": [names.cleanup],
+         "verbs": ["get", "patch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [names.target, names.pgbouncer],
+         "verbs": ["get", "patch"]},
+    ]
+    for role in ("kopf", "reconcile"):
+        binding = rendered.one("RoleBinding", f"{prefix}-{role}")
+        role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{prefix}-{role}"}
+        assert binding["roleRef"] == role_ref
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": prefix, "namespace": NAMESPACE}]
+
+
+def test_the_operator_watches_another_namespace_when_told_to() -> None:
+    rendered = render({"operator": {"watchNamespace": "tenants"}})
+    for doc in operator_docs(rendered):
+        if doc["kind"] in {"Role", "RoleBinding"}:
+            assert doc["metadata"]["namespace"] == "tenants"
+    container = rendered.one("Deployment", f"{rendered.fullname}-operator")["spec"]["template"]["spec"]["containers"][0]
+    assert "--namespace=tenants" in container["args"]
+
+
+def test_the_operator_can_be_left_out() -> None:
+    assert operator_docs(render({"operator": {"enabled": False}})) == []

@@ -57,6 +57,7 @@ MATRIX: dict[str, dict[str, Any] | str] = {
     },
     "external-db-behind-pgbouncer": {**EXTERNAL},
     "sidecar-cleanup": {"cleanup": {"mode": "sidecar", "interval": 120}, "redis": {"persistence": {"enabled": True}}},
+    "operator-cleanup": {"cleanup": {"mode": "operator"}},  # an AuthConfig owns <fullname>-cleanup
     "single-replica-no-hpa": {"autoscaling": {"enabled": False}, "server": {"replicaCount": 1}},
     "existing-secrets": {
         "secrets": {"existingSecret": "auth-creds"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ kubernetes_validate = require("kubernetes_validate")
 yaml = require("yaml")
 
 FULLNAME = f"{RELEASE}-auth-platform"  # with the default values
+OPERATOR_DIR = ROOT / "operator"  # a plain folder of modules imported by bare name (docs/operator.md)
 SERVICE_IMAGE = "ghcr.io/auth-platform/authsvc"
 # Kinds that only exist with a CRD installed: kubernetes-validate has no schema for them.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
@@ -157,6 +159,10 @@ def test_validated_versions_are_shipped_by_kubernetes_validate() -> None:
         ({"config": {"AUTH_RATE_LIMIT_IP": "lots"}}, "AUTH_RATE_LIMIT_IP"),
         ({"secrets": {"databasePassword": "with@sign"}}, "databasePassword"),
         ({"pgbouncer": {"poolMode": "statement"}}, "transaction"),
+        ({"crds": {"install": False}}, "additional properties 'crds' not allowed"),  # Helm never templates crds/
+        ({"operator": {"driftIntervalSeconds": "60"}}, "want integer"),
+        ({"operator": {"retryDelaySeconds": 0}}, "minimum"),
+        ({"operator": {"driftInterval": 60}}, "additional properties 'driftInterval' not allowed"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_wrong_types(values: dict[str, Any], complaint: str) -> None:
@@ -484,6 +490,22 @@ def test_cleanup_sidecar_replaces_the_cronjob() -> None:
     assert "pgbouncer" not in env["AUTH_DATABASE_URL"]  # its advisory lock needs a session
 
 
+def test_cleanup_mode_operator_leaves_the_cronjob_to_the_authconfig() -> None:
+    rendered = render(values_of("operator-cleanup"))
+    assert rendered.kind("CronJob") == []
+    containers_ = rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers_] == ["server"]  # no sidecar either
+    assert not [d for d in rendered.docs if d["metadata"]["name"] == f"{rendered.fullname}-cleanup"]
+    # the operator creates it instead, and may touch that one CronJob only
+    rules = rendered.one("Role", f"{rendered.fullname}-operator-reconcile")["rules"]
+    assert {
+        "apiGroups": ["batch"],
+        "resources": ["cronjobs"],
+        "resourceNames": [f"{rendered.fullname}-cleanup"],
+        "verbs": ["get", "patch"],
+    } in rules
+
+
 def test_authsvc_containers_run_known_subcommands(rendered: Rendered) -> None:
     for _, container in authsvc_containers(rendered):
         assert container["args"][0] in SUBCOMMANDS
@@ -524,6 +546,85 @@ def test_the_server_reaches_only_dns_pgbouncer_redis_and_otlp() -> None:
     external = render(values_of("external-db-redis")).one("NetworkPolicy", FULLNAME)
     ports = {p["port"] for rule in external["spec"]["egress"] for p in rule["ports"]}
     assert ports == {53, 5433, 6380, 4317, 4318}
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector matches these labels: every matchLabels entry and every matchExpression."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, values = expression["key"], expression.get("values", [])
+        matched = {
+            "In": key in labels and labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[expression["operator"]]
+        if not matched:
+            return False
+    return True
+
+
+def allows(rules: list[dict[str, Any]], direction: str, peer_labels: dict[str, str], port: int) -> bool:
+    """Whether ingress ("from") or egress ("to") rules let a pod of the namespace with these labels through."""
+    for rule in rules:
+        if "ports" in rule and port not in {p["port"] for p in rule["ports"]}:
+            continue
+        peers = rule.get(direction)
+        if peers is None or any(
+            "podSelector" in peer and "namespaceSelector" not in peer and selects(peer["podSelector"], peer_labels)
+            for peer in peers
+        ):
+            return True
+    return False
+
+
+def operator_cleanup_pod(rendered: Rendered) -> dict[str, Any]:
+    """The pod template of the cleanup CronJob the operator builds from the rendered server Deployment."""
+    if str(OPERATOR_DIR) not in sys.path:
+        sys.path.append(str(OPERATOR_DIR))  # as `kopf run operator/handlers.py` does
+    authconfig = require("authconfig")
+    template = rendered.one("Deployment", rendered.fullname)["spec"]["template"]
+    cronjob = authconfig.cronjob({}, authconfig.Names(rendered.fullname), "auth", template)
+    pod: dict[str, Any] = cronjob["spec"]["jobTemplate"]["spec"]["template"]
+    return pod
+
+
+@pytest.mark.parametrize("values_case", ["defaults", "operator-cleanup", "external-db-behind-pgbouncer"])
+def test_the_operators_cleanup_jobs_reach_the_database_through_pgbouncer(values_case: str) -> None:
+    rendered = render(values_of(values_case))
+    pod = operator_cleanup_pod(rendered)
+    labels = pod["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "cleanup"
+    (container,) = pod["spec"]["containers"]
+    url = {e["name"]: e.get("value") for e in container["env"]}["AUTH_DATABASE_URL"]
+    assert f"@{rendered.fullname}-pgbouncer:6432/" in url  # the server's URL, so through PgBouncer
+    pgbouncer_pod = rendered.one("Deployment", f"{rendered.fullname}-pgbouncer")["spec"]["template"]["metadata"]
+
+    # the jobs policy is the one (and only one) that selects them, and lets them out to PgBouncer...
+    policies = rendered.kind("NetworkPolicy")
+    selecting = [p["metadata"]["name"] for p in policies if selects(p["spec"]["podSelector"], labels)]
+    assert selecting == [f"{rendered.fullname}-jobs"]
+    jobs = rendered.one("NetworkPolicy", f"{rendered.fullname}-jobs")
+    assert allows(jobs["spec"]["egress"], "to", pgbouncer_pod["labels"], 6432)
+    # ...and PgBouncer's policy lets them in
+    pgbouncer = rendered.one("NetworkPolicy", f"{rendered.fullname}-pgbouncer")
+    assert selects(pgbouncer["spec"]["podSelector"], pgbouncer_pod["labels"])
+    assert allows(pgbouncer["spec"]["ingress"], "from", labels, 6432)
+    assert not allows(pgbouncer["spec"]["ingress"], "from", {**labels, "app.kubernetes.io/component": "migrate"}, 6432)
+
+
+def test_the_jobs_reach_pgbouncer_only_when_it_is_deployed() -> None:
+    def ports(rendered: Rendered) -> set[int]:
+        jobs = rendered.one("NetworkPolicy", f"{rendered.fullname}-jobs")
+        return {p["port"] for rule in jobs["spec"]["egress"] for p in rule["ports"]}
+
+    assert ports(render({})) == {53, 6432, 5432}
+    assert ports(render(values_of("external-db-redis"))) == {53, 5433}
+    assert [p["metadata"]["name"] for p in render(values_of("external-db-redis")).kind("NetworkPolicy")] == [
+        FULLNAME,
+        f"{FULLNAME}-jobs",
+    ]
 
 
 def test_in_chart_redis_and_postgresql_take_connections_only_from_the_platform() -> None:

@@ -8,6 +8,20 @@
       protocol: TCP
 {{- end -}}
 
+{{/*
+To the in-chart PgBouncer (only with pgbouncer.enabled): the server, and the cleanup Jobs of the operator's
+CronJob, which run with the server's environment and so its database URL.
+*/}}
+{{- define "auth-platform.pgbouncerEgress" -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "auth-platform.componentSelectorLabels" (dict "ctx" $ "component" "pgbouncer") | nindent 10 }}
+  ports:
+    - port: 6432
+      protocol: TCP
+{{- end -}}
+
 {{/* To PostgreSQL itself: the in-chart pods, or the external database's port (at networkPolicy.externalDatabaseTo). */}}
 {{- define "auth-platform.databaseEgress" -}}
 {{- if .Values.postgresql.enabled -}}

@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import database, errors, keys, migrations, routes, store, web
+from service import database, errors, keys, metrics, migrations, routes, store, telemetry, web
 from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher, available_cpus
@@ -68,8 +68,8 @@ def create_app(settings: Settings) -> Starlette:
                 await read_engine.dispose()
             await engine.dispose()
 
-    return Starlette(
-        routes=routes.ALL,
+    app = Starlette(
+        routes=[*routes.ALL, metrics.ROUTE],
         lifespan=lifespan,
         middleware=[
             Middleware(web.NoStore),
@@ -85,6 +85,8 @@ def create_app(settings: Settings) -> Starlette:
             Exception: _internal_error,
         },
     )
+    telemetry.instrument(app)  # request ids, access log, latency histogram; OTel server spans when on
+    return app
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:

@@ -5,7 +5,7 @@ change the service makes to the user. A revoked session's id stays listed for th
 lifetime, the longest any of its access tokens can live, so `me` and `introspect` refuse those
 tokens at once instead of at ``exp``.
 
-With Redis down the cache is bypassed and ``is_revoked`` answers None ("unknown"): the caller then
+With Redis down the cache is bypassed and ``lookup`` says revoked=None ("unknown"): the caller then
 asks the database, which always has the truth. Revocations that could not reach Redis are kept and
 written as soon as Redis answers again.
 """
@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from service import metrics
 from service.store import Store, StoreDown
 
 USER = "auth:user:"
@@ -30,21 +31,26 @@ class Cache:
         self.user_ttl = user_ttl
         self.revoked_ttl = revoked_ttl
         self.pending_revocations: set[str] = set()
-        self.hits = self.misses = 0
 
-    async def user(self, user_id: uuid.UUID) -> dict[str, Any] | None:
-        if not self.user_ttl:
-            return None
+    async def lookup(self, session_id: uuid.UUID, user_id: uuid.UUID) -> tuple[bool | None, dict[str, Any] | None]:
+        """Is the session revoked, and the cached user: one round trip for the hot path of `me`.
+
+        Revoked is None when the list cannot be read (ask the database); the user is None on a miss.
+        """
         try:
-            raw = await self.store.get(f"{USER}{user_id}")
+            if self.pending_revocations:
+                await self._flush()
+            revoked, raw = await self.store.mget(f"{REVOKED}{session_id}", f"{USER}{user_id}")
         except StoreDown:
-            return None
+            return None, None
+        if revoked is not None or not self.user_ttl:
+            return revoked is not None, None
         if raw is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        value: dict[str, Any] = json.loads(raw)
-        return value
+            metrics.USER_CACHE.labels("miss").inc()
+            return False, None
+        metrics.USER_CACHE.labels("hit").inc()
+        user: dict[str, Any] = json.loads(raw)
+        return False, user
 
     async def put_user(self, user_id: uuid.UUID, shaped: dict[str, Any]) -> None:
         if self.user_ttl:
@@ -58,15 +64,6 @@ class Cache:
     async def revoke(self, session_ids: Iterable[uuid.UUID]) -> None:
         self.pending_revocations.update(str(sid) for sid in session_ids)
         await self._flush()
-
-    async def is_revoked(self, session_id: uuid.UUID) -> bool | None:
-        """True or False from the list; None when the list cannot be read (ask the database)."""
-        try:
-            if self.pending_revocations:
-                await self._flush()
-            return await self.store.get(f"{REVOKED}{session_id}") is not None
-        except StoreDown:
-            return None
 
     async def _flush(self) -> None:
         if not self.pending_revocations:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service import metrics
 from service.config import Settings
 from service.db.models import RefreshToken, Session
 
@@ -50,6 +51,7 @@ async def run_once(sessions: async_sessionmaker[Any], settings: Settings, now: d
                 )
                 deleted = (await db.execute(delete(model).where(model.id.in_(batch.scalar_subquery())))).rowcount
             setattr(counts, field, getattr(counts, field) + deleted)
+            metrics.CLEANUP_DELETED.labels(field).inc(deleted)
             if deleted < settings.cleanup_batch_size:
                 break
     return counts

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service import __version__
+from service import __version__, logs
 from service.config import ConfigError, Settings
 
 log = logging.getLogger("service.cli")
@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--loop", action="store_true", help="run forever (sidecar mode)")
     cleanup.add_argument("--interval", type=int, default=None, help="seconds between passes with --loop "
                          "(default AUTH_CLEANUP_INTERVAL)")
+    cleanup.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics "
+                         "(auth_cleanup_rows_deleted_total) on this port, for the --loop sidecar")
 
     keys = commands.add_parser("keys", help="signing-key tools")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -59,10 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"authsvc: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
     match args.command:
         case "serve":
-            return serve(args.host, args.port, args.workers)
+            return serve(args.host, args.port, args.workers, settings.log_level)
         case "migrate":
             from service import migrations
 
@@ -70,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"schema at {args.revision}")
             return 0
         case "cleanup":
+            if args.metrics_port:
+                import prometheus_client
+
+                prometheus_client.start_http_server(args.metrics_port)  # a daemon thread
             return asyncio.run(cleanup(settings, args.loop, args.interval or settings.cleanup_interval))
         case "keys":
             from service import keys
@@ -83,9 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # unreachable: argparse requires a command
 
 
-def serve(host: str, port: int, workers: int) -> int:
+def serve(host: str, port: int, workers: int, log_level: str = "INFO") -> int:
     import uvicorn
 
+    metrics_dir(workers)  # N workers share PROMETHEUS_MULTIPROC_DIR: /metrics answers with their sum
     uvicorn.run(
         "service.app:main",
         factory=True,
@@ -95,9 +102,36 @@ def serve(host: str, port: int, workers: int) -> int:
         lifespan="on",
         proxy_headers=False,  # X-Forwarded-For is believed only from AUTH_TRUSTED_PROXIES
         server_header=False,
-        log_level="info",
+        log_config=logs.config(log_level),  # applied in every worker process
+        access_log=False,  # service.access logs each request, with its route, duration and ids
     )
     return 0
+
+
+def metrics_dir(workers: int) -> Path | None:
+    """For N > 1 workers: the ``PROMETHEUS_MULTIPROC_DIR`` they share (see service/metrics.py).
+
+    Runs before anything imports prometheus_client, which picks its mode on import. A directory the
+    operator set is used and its ``*.db`` files removed (a previous run's values must not be added
+    to this one's); otherwise a temporary one is made and removed at exit.
+    """
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not configured and workers <= 1:
+        return None  # one process: the normal registry, with the process and GC collectors
+    if configured:
+        folder = Path(configured)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    else:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="authsvc-metrics-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)  # the workers inherit it
+    return folder
 
 
 async def cleanup(settings: Settings, loop: bool, interval: int) -> int:

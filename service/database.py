@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from service import metrics, telemetry
 from service.config import Settings
 
 log = logging.getLogger("service.database")
@@ -40,6 +41,8 @@ def create_engine(settings: Settings, url: str, *, pool: bool = True) -> AsyncEn
             pool_timeout=settings.db_pool_timeout,
             pool_recycle=settings.db_pool_recycle,
             pool_pre_ping=False,  # a dead connection surfaces as an error the next query maps to 503
+            # the default async queue pool, timing checkouts for the auth_db_pool_* metrics
+            poolclass=metrics.pool_class("replica" if url == settings.database_read_url else "primary"),
         )
     elif not pool:
         options["poolclass"] = NullPool
@@ -48,6 +51,8 @@ def create_engine(settings: Settings, url: str, *, pool: bool = True) -> AsyncEn
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     if settings.db_slow_query_ms:
         _log_slow_queries(engine, settings.db_slow_query_ms / 1000)
+    metrics.watch_pool(engine)
+    telemetry.trace_engine(engine)  # database spans when tracing is on
     return engine
 
 

@@ -209,6 +209,12 @@ PATHS: dict[str, Any] = {
     },
     "/health/startup": {"get": {"responses": {"200": _json("started", "Health")}}},
     "/openapi.json": {"get": {"responses": {"200": {"description": "this document"}}}},
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (text exposition format); keep it off the public ingress",
+            "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }
+    },
 }
 
 DOCUMENT: dict[str, Any] = {

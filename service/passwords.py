@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import bcrypt
+from opentelemetry import trace
 
-from service import errors
+from service import errors, metrics
 
 T = TypeVar("T")
+tracer = trace.get_tracer("service.passwords")
+# span attributes (seconds, as the semantic conventions measure durations)
+COST, QUEUE_DEPTH = "password.bcrypt.cost", "password.queue.depth"
+QUEUE_WAIT, BCRYPT_DURATION = "password.queue.wait_time", "password.bcrypt.duration"
 MAX_BYTES = 72  # bcrypt ignores everything past 72 bytes; we refuse instead of truncating
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -76,6 +81,7 @@ class Hasher:
         self.average_seconds = 0.25  # moving average of one hash, for Retry-After
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
         self._dummy: bytes | None = None
+        metrics.HASH_WORKERS.inc(workers)
 
     @property
     def waiting(self) -> int:
@@ -87,10 +93,12 @@ class Hasher:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        metrics.HASH_WORKERS.dec(self.workers)
 
     async def hash(self, password: str) -> str:
         secret = encode(password)
-        hashed = await self._run(bcrypt.hashpw, secret, bcrypt.gensalt(self.cost))
+        with tracer.start_as_current_span("password.hash", attributes={COST: self.cost}):
+            hashed = await self._run(bcrypt.hashpw, secret, bcrypt.gensalt(self.cost))
         return hashed.decode("ascii")
 
     async def verify(self, password: str, stored: str | None) -> bool:
@@ -99,30 +107,45 @@ class Hasher:
         if self._dummy is None:
             raise RuntimeError("Hasher.start() was not awaited")
         candidate = stored.encode("ascii") if stored else self._dummy
-        try:
-            ok = await self._run(bcrypt.checkpw, secret, candidate)
-        except ValueError:  # a corrupt stored hash: a failed check, not a 500
-            return False
+        cost = cost_of(stored) if stored else self.cost
+        with tracer.start_as_current_span("password.verify", attributes={COST: cost} if cost else None):
+            try:
+                ok = await self._run(bcrypt.checkpw, secret, candidate, operation="verify")
+            except ValueError:  # a corrupt stored hash: a failed check, not a 500
+                return False
         return ok and stored is not None
 
     def needs_rehash(self, stored: str) -> bool:
         return cost_of(stored) != self.cost
 
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+    async def _run(self, fn: Callable[..., T], *args: object, operation: str = "hash") -> T:
         if self.in_flight >= self.workers + self.queue_size:
+            metrics.ADMISSION_REJECTED.inc()
             raise errors.Overloaded(retry_after=self._retry_after())
-        self.in_flight += 1
+        span = trace.get_current_span()  # password.hash / password.verify
+        span.set_attribute(QUEUE_DEPTH, self.waiting)  # jobs ahead of this one still waiting
+        self._count_in_flight(+1)
 
         def timed() -> tuple[T, float, float]:
             begun = time.perf_counter()
             return fn(*args), begun, time.perf_counter()
 
+        submitted = time.perf_counter()  # one monotonic clock for every thread
         try:
             result, begun, ended = await asyncio.get_running_loop().run_in_executor(self._executor, timed)
         finally:
-            self.in_flight -= 1
+            self._count_in_flight(-1)
         self.average_seconds += 0.1 * ((ended - begun) - self.average_seconds)
+        metrics.HASH_QUEUE_WAIT.labels(operation).observe(begun - submitted)
+        metrics.HASH_DURATION.labels(operation).observe(ended - begun)
+        span.set_attributes({QUEUE_WAIT: begun - submitted, BCRYPT_DURATION: ended - begun})
         return result
+
+    def _count_in_flight(self, change: int) -> None:
+        waiting = self.waiting
+        self.in_flight += change
+        metrics.HASH_IN_FLIGHT.inc(change)
+        metrics.HASH_QUEUE_DEPTH.inc(self.waiting - waiting)
 
     def _retry_after(self) -> int:
         # time for the jobs ahead to drain through the workers

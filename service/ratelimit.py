@@ -21,11 +21,13 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
+from opentelemetry import trace
 
-from service import errors
+from service import errors, metrics
 from service.config import Settings
 from service.store import MemoryStore, RedisStore, Store, StoreDown
 
+tracer = trace.get_tracer("service.ratelimit")
 PREFIX = "auth:rl"
 BACKOFF = "auth:backoff:"
 
@@ -59,23 +61,23 @@ class Limiter:
                 connection_pool=store.client.connection_pool,  # type: ignore[arg-type]  # one pool, one set of timeouts
             )
             self.shared = SlidingWindowCounterRateLimiter(storage)
-        self.rejections: dict[str, int] = dict.fromkeys(self.items, 0)
-        self.rejections["backoff"] = 0
 
     async def hit(self, name: str, *identifiers: str) -> None:
         """Count one request against ``name``'s budget for ``identifiers``; raise when it is spent."""
         if not self.enabled:
             return
         item = self.items[name]
-        limiter = self._limiter()
-        try:
-            allowed = await limiter.hit(item, name, *identifiers)
-        except StorageError as exc:
-            self.store.failed("ratelimit", exc)  # type: ignore[union-attr]  # only the shared one raises
-            limiter = self.memory
-            allowed = await limiter.hit(item, name, *identifiers)
+        with tracer.start_as_current_span("ratelimit.check", attributes={"ratelimit.name": name}) as span:
+            limiter = self._limiter()
+            try:
+                allowed = await limiter.hit(item, name, *identifiers)
+            except StorageError as exc:
+                self.store.failed("ratelimit", exc)  # type: ignore[union-attr]  # only the shared one raises
+                limiter = self.memory
+                allowed = await limiter.hit(item, name, *identifiers)
+            span.set_attribute("ratelimit.allowed", allowed)
         if not allowed:
-            self.rejections[name] += 1
+            metrics.RATE_LIMITED.labels(name).inc()
             raise errors.RateLimited(await self._retry_after(limiter, item, name, *identifiers))
 
     def _limiter(self) -> SlidingWindowCounterRateLimiter:
@@ -83,7 +85,7 @@ class Limiter:
             return self.memory
         if self.store.available():
             return self.shared
-        self.store.fallbacks += 1
+        metrics.REDIS_FALLBACK.labels("ratelimit").inc()
         return self.memory
 
     async def _retry_after(
@@ -110,7 +112,7 @@ class Limiter:
         now = self.clock()
         waits = [float(until) - now for until in untils if until is not None]
         if waits and max(waits) > 0:
-            self.rejections["backoff"] += 1
+            metrics.RATE_LIMITED.labels("backoff").inc()
             wait = math.ceil(max(waits))
             raise errors.RateLimited(wait, f"Too many failed logins; try again in {wait}s")
 

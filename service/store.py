@@ -20,6 +20,8 @@ from cachetools import TLRUCache
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from service import metrics
+
 T = TypeVar("T")
 log = logging.getLogger("service.store")
 RETRY_INTERVAL = 1.0
@@ -82,7 +84,6 @@ class RedisStore:
         )
         self.down_until = 0.0
         self.degraded = False
-        self.fallbacks = 0  # operations answered without Redis (exported as a metric)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -93,7 +94,7 @@ class RedisStore:
 
     async def run(self, operation: str, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         if not self.available():
-            self.fallbacks += 1
+            metrics.REDIS_FALLBACK.labels(operation).inc()
             raise StoreDown(operation)
         try:
             result = await call(self.client)
@@ -106,7 +107,7 @@ class RedisStore:
         return result
 
     def failed(self, operation: str, exc: BaseException) -> None:
-        self.fallbacks += 1
+        metrics.REDIS_FALLBACK.labels(operation).inc()
         self.down_until = time.monotonic() + RETRY_INTERVAL
         if not self.degraded:
             self.degraded = True

@@ -9,16 +9,18 @@ from base64 import b64decode
 from binascii import Error as Base64Error
 from typing import Any
 
+from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import errors, schemas, tokens, web
+from service import errors, metrics, schemas, tokens, web
 from service.db import sessions, users
 from service.db.models import User
 from service.resources import Resources, resources
 
 PREFIX = "/api/v1/auth"
+tracer = trace.get_tracer("service.routes.auth")
 
 
 def utcnow() -> dt.datetime:
@@ -98,6 +100,7 @@ async def _rotate(res: Resources, refresh_token: str) -> JSONResponse:
         if isinstance(outcome, sessions.Refused):
             raise errors.InvalidGrant()  # rolls back: the token stays as it was
     if isinstance(outcome, sessions.Reused):  # committed: the family is revoked
+        metrics.REFRESH_REUSE.inc()
         await res.cache.revoke([outcome.session_id])
         raise errors.InvalidGrant("Refresh token reuse detected; the session has been revoked")
     return _token_response(res, outcome.user, outcome.started, now)
@@ -105,10 +108,11 @@ async def _rotate(res: Resources, refresh_token: str) -> JSONResponse:
 
 def _token_response(res: Resources, user: User, started: sessions.Started, now: dt.datetime) -> JSONResponse:
     settings = res.settings
-    access = tokens.issue_access(
-        res.keys, user_id=user.id, username=user.username, session_id=started.session_id,
-        issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl=settings.access_token_ttl, now=now,
-    )
+    with tracer.start_as_current_span("token.sign", attributes={"token.algorithm": res.keys.signing.algorithm}):
+        access = tokens.issue_access(
+            res.keys, user_id=user.id, username=user.username, session_id=started.session_id,
+            issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl=settings.access_token_ttl, now=now,
+        )
     return JSONResponse(
         {
             "access_token": access,
@@ -174,13 +178,11 @@ async def _current_user(res: Resources, claims: tokens.AccessClaims, now: dt.dat
     The revoked list answers "has this session ended?" without the database; the cache answers
     "who is this?". Without Redis both questions go to the database, in one query.
     """
-    revoked = await res.cache.is_revoked(claims.session_id)
+    revoked, cached = await res.cache.lookup(claims.session_id, claims.user_id)
     if revoked:
         return None
-    if revoked is False:
-        cached = await res.cache.user(claims.user_id)
-        if cached is not None:
-            return cached if cached["is_active"] else None
+    if cached is not None:
+        return cached if cached["is_active"] else None
     user = await _live_user(res, claims.user_id, claims.session_id, now)
     if user is None:
         return None

@@ -217,7 +217,6 @@ async def test_a_warm_me_does_no_database_query(app: Running) -> None:
         second = await app.client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))
     assert second.status_code == 200 and second.json() == first.json()
     assert queries == []
-    assert (app.resources.cache.hits, app.resources.cache.misses) == (1, 1)
 
 
 async def test_a_change_to_the_user_invalidates_the_cache(running_app: Any, stack: Stack, keys_dir: Path) -> None:
@@ -229,7 +228,7 @@ async def test_a_change_to_the_user_invalidates_the_cache(running_app: Any, stac
         with counting_queries(new) as queries:
             response = await new.client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))
         assert response.status_code == 200
-        assert len(queries) == 1 and new.resources.cache.misses == 1
+        assert len(queries) == 1  # the miss: one query reads the user and checks the session
 
 
 async def test_logout_is_refused_by_a_warm_me_at_once_without_the_database(app: Running) -> None:
@@ -300,7 +299,6 @@ async def test_every_route_answers_while_redis_is_down_and_redis_is_used_again_w
             body = {"username": f"user{i}", "email": f"user{i}@example.com", "password": PASSWORD}
             statuses.append((await client.post("/api/v1/auth/register", json=body)).status_code)
         assert statuses == [201, 201, 201, 429]
-        assert app.resources.store.fallbacks > 0
 
         stack.redis.start()  # an empty Redis, as after a restart
 

@@ -32,6 +32,7 @@ KUBE_VERSIONS = ("1.29.0", "1.37.0")
 HEALTH_ROUTES = {"startup": "/health/startup", "readiness": "/health/readiness", "liveness": "/health/liveness"}
 METRICS_ROUTE = "/metrics"
 SERVER_PORT = 8000
+CLEANUP_METRICS_PORT = 9102  # `authsvc cleanup --loop --metrics-port`, the sidecar's own /metrics
 SUBCOMMANDS = ("serve", "migrate", "cleanup", "keys")
 
 EXTERNAL = {
@@ -48,7 +49,7 @@ MATRIX: dict[str, dict[str, Any] | str] = {
     "external-db-redis": {
         **EXTERNAL,
         "pgbouncer": {"enabled": False},
-        "otel": {"enabled": True, "endpoint": "http://otel-collector.observability:4317"},
+        "otel": {"enabled": True, "endpoint": "http://otel-collector.observability:4318"},
         "networkPolicy": {
             "externalDatabaseTo": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
             "otlpTo": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}],
@@ -56,7 +57,12 @@ MATRIX: dict[str, dict[str, Any] | str] = {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
     },
     "external-db-behind-pgbouncer": {**EXTERNAL},
-    "sidecar-cleanup": {"cleanup": {"mode": "sidecar", "interval": 120}, "redis": {"persistence": {"enabled": True}}},
+    "sidecar-cleanup": {
+        "cleanup": {"mode": "sidecar", "interval": 120},
+        "redis": {"persistence": {"enabled": True}},
+        "serviceMonitor": {"enabled": True},
+        "grafanaDashboard": {"enabled": True, "folder": "Auth"},
+    },
     "operator-cleanup": {"cleanup": {"mode": "operator"}},  # an AuthConfig owns <fullname>-cleanup
     "single-replica-no-hpa": {"autoscaling": {"enabled": False}, "server": {"replicaCount": 1}},
     "existing-secrets": {

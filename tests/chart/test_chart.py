@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import re
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 
 from .rendering import (
     CHART,
+    CLEANUP_METRICS_PORT,
     HEALTH_ROUTES,
     KUBE_VERSIONS,
     METRICS_ROUTE,
@@ -163,6 +166,11 @@ def test_validated_versions_are_shipped_by_kubernetes_validate() -> None:
         ({"operator": {"driftIntervalSeconds": "60"}}, "want integer"),
         ({"operator": {"retryDelaySeconds": 0}}, "minimum"),
         ({"operator": {"driftInterval": 60}}, "additional properties 'driftInterval' not allowed"),
+        ({"otel": {"protocol": "grpc"}}, "http/protobuf"),  # the image has no gRPC exporter
+        ({"otel": {"protocol": "http/json"}}, "http/protobuf"),  # nor a JSON one
+        ({"networkPolicy": {"otlpPorts": []}}, "otlpPorts"),  # an empty list would open every port
+        ({"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}, "want string"),
+        ({"grafanaDashboard": {"folders": "x"}}, "additional properties 'folders' not allowed"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_wrong_types(values: dict[str, Any], complaint: str) -> None:
@@ -297,9 +305,11 @@ def test_the_service_and_servicemonitor_reach_the_server_port(rendered: Rendered
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     deployment = rendered.one("Deployment", rendered.fullname)
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    service_ports = {p["name"] for p in service["spec"]["ports"]}
     for monitor in rendered.kind("ServiceMonitor"):
         assert monitor["spec"]["endpoints"][0]["path"] == METRICS_ROUTE
         assert monitor["spec"]["endpoints"][0]["port"] == "http"
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
 
 
@@ -387,8 +397,127 @@ def test_external_database_and_redis_are_used_directly() -> None:
     assert env["AUTH_REDIS_URL"] == "rediss://:$(REDIS_PASSWORD)@redis.example.internal:6380/2"
     config = rendered.one("ConfigMap", f"{rendered.fullname}-config")["data"]
     assert "AUTH_DB_STATEMENT_CACHE_SIZE" not in config
-    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
     assert config["OTEL_SDK_DISABLED"] == "false"
+
+
+# ---- observability -----------------------------------------------------------------------------------
+
+
+def test_otlp_export_uses_the_http_exporter_the_image_ships() -> None:
+    telemetry = require("service.telemetry")
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    exporters = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0] for d in dependencies if "exporter-otlp" in d}
+    assert exporters == {"opentelemetry-exporter-otlp-proto-http"}  # what the image installs
+    values_text = (CHART / "values.yaml").read_text()
+    values = yaml.safe_load(values_text)
+    assert values["otel"]["protocol"] == "http/protobuf"
+    assert "4317" not in values_text and "4317" not in (CHART / "README.md").read_text()  # gRPC's port
+    with helm.Chart.load(str(CHART)) as chart:
+        schema = chart.schema
+    assert schema is not None
+    allowed = schema["properties"]["otel"]["properties"]["protocol"]["enum"]
+    for protocol in allowed:  # the service starts with every protocol the schema lets through
+        telemetry._otlp_exporter({"OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
+    for protocol in ("grpc", "http/json"):
+        assert protocol not in allowed
+        with pytest.raises(telemetry.TelemetryConfigError):
+            telemetry._otlp_exporter({"OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
+
+    rendered = render(values_of("external-db-redis"))  # otel on, the protocol left at its default
+    config = rendered.one("ConfigMap", f"{rendered.fullname}-config")["data"]
+    assert config["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318")
+    # the NetworkPolicy lets the server out to the OTLP/HTTP port only, towards the collector
+    assert values["networkPolicy"]["otlpPorts"] == [4318]
+    policy = rendered.one("NetworkPolicy", rendered.fullname)
+    (otlp,) = [r for r in policy["spec"]["egress"] if 4318 in {p["port"] for p in r["ports"]}]
+    assert otlp["ports"] == [{"port": 4318, "protocol": "TCP"}]
+    assert otlp["to"] == values_of("external-db-redis")["networkPolicy"]["otlpTo"]
+    otel_off = render({}).one("NetworkPolicy", FULLNAME)
+    assert not [r for r in otel_off["spec"]["egress"] if 4318 in {p["port"] for p in r["ports"]}]
+
+
+def test_the_grafana_dashboard_configmap_holds_the_charts_dashboard() -> None:
+    name = f"{FULLNAME}-dashboard"
+    assert not [d for d in render({}).docs if d["metadata"]["name"] == name]  # off by default
+
+    dashboard_file = (CHART / "dashboards" / "authsvc.json").read_text()
+    configmap = render({"grafanaDashboard": {"enabled": True}}).one("ConfigMap", name)
+    (key,) = configmap["data"]
+    assert key.endswith(".json")
+    assert json.loads(configmap["data"][key]) == json.loads(dashboard_file)
+    assert configmap["data"][key] == dashboard_file
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"  # the sidecar's default label
+    assert "annotations" not in configmap["metadata"]  # no folder asked for
+
+    custom = render(
+        {
+            "grafanaDashboard": {
+                "enabled": True,
+                "labels": {"grafana_dashboard": None, "dashboards": "auth"},  # null drops the default key
+                "folder": "Auth platform",
+                "folderAnnotation": "k8s-sidecar-target-directory",
+            }
+        }
+    ).one("ConfigMap", name)
+    assert custom["metadata"]["labels"]["dashboards"] == "auth"
+    assert "grafana_dashboard" not in custom["metadata"]["labels"]
+    assert custom["metadata"]["annotations"] == {"k8s-sidecar-target-directory": "Auth platform"}
+    with_folder = render(values_of("sidecar-cleanup")).one("ConfigMap", name)
+    assert with_folder["metadata"]["annotations"] == {"grafana_folder": "Auth"}
+
+
+def test_the_packaged_chart_keeps_the_dashboard(tmp_path: Path) -> None:
+    # .helmignore must not drop dashboards/: the template reads the file from the packaged chart
+    archive = helm.package(str(CHART), destination=str(tmp_path))
+    with helm.Chart.load(archive) as chart:
+        assert "dashboards/authsvc.json" in {f["name"] for f in chart.files}
+        manifests = chart.render({"grafanaDashboard": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+    (text,) = [t for path, t in manifests.items() if path.endswith("dashboard-configmap.yaml")]
+    (configmap,) = [d for d in yaml.safe_load_all(text) if d]
+    assert json.loads(configmap["data"]["authsvc.json"])["uid"] == "authsvc-overview"
+
+
+def test_the_cleanup_sidecars_metrics_are_exposed_and_scraped() -> None:
+    cli = require("service.cli")
+    rendered = render(values_of("sidecar-cleanup"))
+    pod = rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "cleanup")
+    args = cli.parser().parse_args(sidecar["args"])  # the CLI accepts exactly these flags
+    assert args.loop and args.metrics_port == CLEANUP_METRICS_PORT
+    assert sidecar["ports"] == [{"name": "cleanup-metrics", "containerPort": CLEANUP_METRICS_PORT, "protocol": "TCP"}]
+
+    service = rendered.one("Service", rendered.fullname)
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["cleanup-metrics"]["targetPort"] == "cleanup-metrics"
+    assert ports["http"]["targetPort"] == "http"
+    # one ServiceMonitor, one Service: both targets share the job label the dashboard filters by
+    (monitor,) = rendered.kind("ServiceMonitor")
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
+    assert set(endpoints) == {"http", "cleanup-metrics"}
+    assert endpoints["cleanup-metrics"]["path"] == METRICS_ROUTE  # prometheus_client serves every path
+    assert endpoints["cleanup-metrics"]["interval"] == endpoints["http"]["interval"]
+
+    # the NetworkPolicy lets the scrapers of the server's /metrics reach the sidecar's too
+    policy = rendered.one("NetworkPolicy", rendered.fullname)
+    (ingress,) = policy["spec"]["ingress"]
+    assert {p["port"] for p in ingress["ports"]} == {SERVER_PORT, CLEANUP_METRICS_PORT}
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    scraped = render({**values_of("sidecar-cleanup"), "networkPolicy": {"ingressFrom": [prometheus]}})
+    (ingress,) = scraped.one("NetworkPolicy", FULLNAME)["spec"]["ingress"]
+    assert prometheus in ingress["from"]
+    assert {p["port"] for p in ingress["ports"]} == {SERVER_PORT, CLEANUP_METRICS_PORT}
+
+    # without the sidecar: no such port anywhere
+    for values in ({}, values_of("operator-cleanup"), values_of("external-db-redis")):
+        other = render(values)
+        assert [p["name"] for p in other.one("Service", other.fullname)["spec"]["ports"]] == ["http"]
+        for monitor in other.kind("ServiceMonitor"):
+            assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+        for policy in other.kind("NetworkPolicy"):
+            for rule in policy["spec"]["ingress"]:
+                assert CLEANUP_METRICS_PORT not in {p["port"] for p in rule.get("ports", [])}
 
 
 def test_replica_count_is_left_to_the_hpa_when_it_is_on(rendered: Rendered) -> None:
@@ -485,7 +614,7 @@ def test_cleanup_sidecar_replaces_the_cronjob() -> None:
     assert rendered.kind("CronJob") == []
     containers_ = rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]["containers"]
     sidecar = next(c for c in containers_ if c["name"] == "cleanup")
-    assert sidecar["args"] == ["cleanup", "--loop", "--interval", "120"]
+    assert sidecar["args"] == ["cleanup", "--loop", "--interval", "120", "--metrics-port", str(CLEANUP_METRICS_PORT)]
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert "pgbouncer" not in env["AUTH_DATABASE_URL"]  # its advisory lock needs a session
 
@@ -545,7 +674,7 @@ def test_the_server_reaches_only_dns_pgbouncer_redis_and_otlp() -> None:
 
     external = render(values_of("external-db-redis")).one("NetworkPolicy", FULLNAME)
     ports = {p["port"] for rule in external["spec"]["egress"] for p in rule["ports"]}
-    assert ports == {53, 5433, 6380, 4317, 4318}
+    assert ports == {53, 5433, 6380, 4318}  # OTLP/HTTP only: the image has no gRPC exporter
 
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -643,7 +772,7 @@ def test_in_chart_redis_and_postgresql_take_connections_only_from_the_platform()
 def leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
     for key, value in values.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key not in {"config", "resources"}:
+        if isinstance(value, dict) and value and key not in {"config", "resources", "labels"}:
             yield from leaf_keys(value, path + ".")
         else:
             yield path

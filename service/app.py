@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import database, errors, keys, metrics, migrations, routes, store, telemetry, web
+from service import database, errors, keys, metrics, migrations, routes, store, telemetry, tokens, web
 from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher, available_cpus
@@ -37,7 +37,13 @@ def create_app(settings: Settings) -> Starlette:
         read_engine = (
             database.create_engine(settings, settings.database_read_url) if settings.database_read_url else None
         )
-        hasher = Hasher(settings.bcrypt_cost, settings.hash_workers or available_cpus(), settings.hash_queue_size)
+        hasher = Hasher(
+            settings.bcrypt_cost,
+            # the container's CPUs are shared by every uvicorn worker process
+            settings.hash_workers or max(1, available_cpus() // settings.processes),
+            settings.hash_queue_size,
+            settings.hash_max_wait,
+        )
         shared = store.create(settings.redis_url, settings.redis_timeout)
         try:
             await migrations.check(settings, engine)
@@ -51,6 +57,7 @@ def create_app(settings: Settings) -> Starlette:
                     reads=database.sessionmaker(read_engine) if read_engine else sessions,
                     hasher=hasher,
                     keys=keyset,
+                    verifier=tokens.Verifier(keyset, settings.jwt_issuer, settings.jwt_audience),
                     jwks=keyset.jwks_json(),
                     store=shared,
                     limiter=Limiter(settings, shared),

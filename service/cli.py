@@ -93,6 +93,9 @@ def serve(host: str, port: int, workers: int, log_level: str = "INFO") -> int:
     import uvicorn
 
     metrics_dir(workers)  # N workers share PROMETHEUS_MULTIPROC_DIR: /metrics answers with their sum
+    # Each worker sizes its bcrypt pool to its share of the CPUs (Settings.processes): N workers of
+    # "all CPUs" each would oversubscribe the cores and starve the event loops.
+    os.environ["WEB_CONCURRENCY"] = str(workers)
     uvicorn.run(
         "service.app:main",
         factory=True,

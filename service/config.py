@@ -45,6 +45,8 @@ class Settings:
     bcrypt_cost: int
     hash_workers: int
     hash_queue_size: int
+    hash_max_wait: float
+    processes: int  # uvicorn worker processes sharing this container's CPUs (WEB_CONCURRENCY)
     # tokens
     keys_dir: Path
     signing_key_id: str | None
@@ -104,6 +106,8 @@ class Settings:
             bcrypt_cost=env.get("BCRYPT_COST", _int(4, 31), 12),
             hash_workers=hash_workers,
             hash_queue_size=env.get("HASH_QUEUE_SIZE", _int(0, 100000), 64),
+            hash_max_wait=env.get("HASH_MAX_WAIT", _float(0, 600), 1.0),
+            processes=_Reader(environ, prefix="").get("WEB_CONCURRENCY", _int(1, 1024), 1),
             keys_dir=Path(env.get("KEYS_DIR", str, str(data_dir / "keys"))).expanduser(),
             signing_key_id=env.get("SIGNING_KEY_ID", str, "") or None,
             jwt_issuer=env.get("JWT_ISSUER", _nonempty, "authsvc"),
@@ -142,18 +146,19 @@ class Settings:
 
 
 class _Reader:
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[str, str], prefix: str = PREFIX) -> None:
         self._environ = environ
+        self._prefix = prefix
 
     def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
-        raw = self._environ.get(PREFIX + name)
+        raw = self._environ.get(self._prefix + name)
         if raw is None or raw.strip() == "":
             return default
         try:
             return parse(raw.strip())
         except (ValueError, TypeError) as exc:
             # The value itself is left out: it may be a secret.
-            raise ConfigError(f"{PREFIX}{name}: {exc}") from None
+            raise ConfigError(f"{self._prefix}{name}: {exc}") from None
 
 
 def _int(low: int, high: int) -> Callable[[str], int]:

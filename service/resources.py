@@ -14,6 +14,7 @@ from service.keys import KeySet
 from service.passwords import Hasher
 from service.ratelimit import Limiter
 from service.store import Store
+from service.tokens import Verifier
 
 
 @dataclasses.dataclass
@@ -24,6 +25,7 @@ class Resources:
     reads: async_sessionmaker[Any]  # the read replica when configured, else the primary
     hasher: Hasher
     keys: KeySet
+    verifier: Verifier
     jwks: bytes
     store: Store  # Redis, or this process's memory when AUTH_REDIS_URL is unset
     limiter: Limiter

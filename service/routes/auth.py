@@ -257,9 +257,7 @@ def _authenticate_client(res: Resources, request: Request) -> None:
 
 
 def _verify(res: Resources, token: str, now: dt.datetime) -> tokens.AccessClaims:
-    return tokens.verify_access(
-        res.keys, token, issuer=res.settings.jwt_issuer, audience=res.settings.jwt_audience, now=now
-    )
+    return res.verifier.verify(token, now)
 
 
 ROUTES = [

@@ -98,3 +98,26 @@ def test_a_token_from_an_unknown_key_is_refused(tmp_path: Path) -> None:
     token = issue(keys.load(tmp_path / "one", None))
     with pytest.raises(errors.InvalidToken):
         verify(keys.load(tmp_path / "two", None), token)
+
+
+def test_the_verifier_checks_a_signature_once_per_token_and_expiry_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys.generate(tmp_path, kid="k")
+    keyset = keys.load(tmp_path, None)
+    verifier = tokens.Verifier(keyset, "i", "a")
+    decodes: list[str] = []
+    real = jwt.decode
+    monkeypatch.setattr(tokens.jwt, "decode", lambda token, *a, **k: decodes.append(token) or real(token, *a, **k))
+    token = issue(keyset, ttl=60)
+    assert verifier.verify(token, NOW).username == verifier.verify(token, NOW).username == "alice"
+    assert len(decodes) == 1
+    with pytest.raises(errors.InvalidToken):
+        verifier.verify(token, NOW + dt.timedelta(seconds=61))  # remembered, and still expires
+    forged = token[:-4] + "AAAA"
+    for _ in range(2):
+        with pytest.raises(errors.InvalidToken):
+            verifier.verify(forged, NOW)
+    assert len(decodes) == 3  # a bad token is checked every time, never remembered
+    with pytest.raises(errors.InvalidToken):
+        tokens.Verifier(keyset, "other-issuer", "a").verify(token, NOW)

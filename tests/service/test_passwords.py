@@ -171,3 +171,39 @@ async def test_no_connection_is_held_while_hashing(
         assert app.resources.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         gate.set()
         assert [r.status_code for r in await asyncio.gather(*logins)] == [200] * 4
+
+
+async def test_bcrypt_threads_run_below_the_event_loops_priority(hasher: Hasher) -> None:
+    await hasher.start()
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = await hasher._run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert worker == min(19, own + passwords.NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the event loop keeps its own
+
+
+async def test_work_expected_to_wait_longer_than_max_wait_is_refused_at_once(gate: threading.Event) -> None:
+    hasher = Hasher(cost=4, workers=1, queue_size=100, max_wait=0.5)
+    try:
+        await hasher.start()
+        hasher.average_seconds = 0.4  # as if a hash took 0.4 s
+        running = asyncio.create_task(hasher.verify(PASSWORD, None))  # occupies the only worker
+        await wait_for(lambda: hasher.in_flight == 1)
+        queued = asyncio.create_task(hasher.verify(PASSWORD, None))  # would wait 0.4 s: admitted
+        await wait_for(lambda: hasher.in_flight == 2)
+        assert hasher.expected_wait() == pytest.approx(0.8)
+        with pytest.raises(errors.Overloaded) as refused:  # would wait 0.8 s > 0.5 s
+            await hasher.verify(PASSWORD, None)
+        assert refused.value.retry_after == 1
+        gate.set()
+        assert await asyncio.gather(running, queued) == [False, False]
+    finally:
+        hasher.close()
+
+
+async def test_worker_processes_share_the_cpus_between_their_hash_pools(
+    running_app: Any, stack: Stack, keys_dir: Path
+) -> None:
+    async with running_app(make_settings(stack, keys_dir, AUTH_HASH_WORKERS="", WEB_CONCURRENCY="2")) as app:
+        assert app.resources.hasher.workers == max(1, available_cpus() // 2)
+    async with running_app(make_settings(stack, keys_dir, AUTH_HASH_WORKERS="")) as app:
+        assert app.resources.hasher.workers == available_cpus()

@@ -143,12 +143,19 @@ class Hasher:
         ahead = self.in_flight + 1 - self.workers
         return max(0, ahead) * self.average_seconds / self.workers
 
-    async def _run(self, fn: Callable[..., T], *args: object, operation: str = "hash") -> T:
-        # Admission: a bounded queue, and no wait longer than max_wait. Beyond either, answer 503 now;
-        # an unbounded queue turns an overload into timeouts for everyone.
+    def admit(self) -> None:
+        """Raise Overloaded if a hash job submitted now would be refused.
+
+        Admission: a bounded queue, and no wait longer than max_wait. Beyond either, answer 503 now;
+        an unbounded queue turns an overload into timeouts for everyone. Routes call this before their
+        database read too, so a refused login costs neither a query nor a connection.
+        """
         if self.in_flight >= self.workers + self.queue_size or self.expected_wait() > self.max_wait:
             metrics.ADMISSION_REJECTED.inc()
             raise errors.Overloaded(retry_after=self._retry_after())
+
+    async def _run(self, fn: Callable[..., T], *args: object, operation: str = "hash") -> T:
+        self.admit()  # again: the queue may have grown while the caller awaited its query
         span = trace.get_current_span()  # password.hash / password.verify
         span.set_attribute(QUEUE_DEPTH, self.waiting)  # jobs ahead of this one still waiting
         self._count_in_flight(+1)

@@ -41,6 +41,7 @@ async def register(request: Request) -> JSONResponse:
     res = resources(request)
     await _limit(res, _ip(res, request), "ip", "register")
     data = schemas.parse_register(await web.json_body(request))
+    res.hasher.admit()  # shed an overload before the query, not after it
     async with res.sessions() as db:  # cheap check first: no bcrypt for a name that is taken
         await users.check_available(db, data.username, data.email)
     password_hash = await res.hasher.hash(data.password)  # no connection held meanwhile
@@ -62,6 +63,7 @@ async def token(request: Request) -> JSONResponse:
     await res.limiter.hit("token", ip or "-")
     await res.limiter.hit("token_user", grant.username.lower())  # slows spraying one account from many IPs
     await res.limiter.check_backoff(grant.username, ip)
+    res.hasher.admit()  # shed an overload before the query, not after it
     async with res.sessions() as db:  # short read; the connection goes back before hashing
         user = await users.by_login(db, grant.username)
     ok = await res.hasher.verify(grant.password, user.password_hash if user else None)

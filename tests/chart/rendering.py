@@ -21,7 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "auth-platform"
-SKAFFOLD_SCHEMA = ROOT / ".." / "shared" / "schemas" / "skaffold-v4beta14.json"
+# the official skaffold/v4beta14 JSON schema, vendored from shared/schemas: no sibling folder needed
+SKAFFOLD_SCHEMA = Path(__file__).resolve().parent / "skaffold-v4beta14.json"
 RELEASE = "auth"
 NAMESPACE = "auth-system"
 

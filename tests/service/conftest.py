@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service import keys, migrations
@@ -96,6 +97,21 @@ async def running_app(settings: Settings, stack: Stack) -> AsyncIterator[Any]:
 
     yield start
     await wipe(stack)
+
+
+@contextlib.contextmanager
+def counting_queries(app: Running) -> Iterator[list[str]]:
+    """Every SQL statement the app's primary engine sends inside the block."""
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(app.resources.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(app.resources.engine.sync_engine, "before_cursor_execute", count)
 
 
 @pytest.fixture

@@ -212,21 +212,15 @@ async def test_worker_processes_share_the_cpus_between_their_hash_pools(
 async def test_an_overloaded_login_is_shed_before_its_database_query(
     running_app: Any, stack: Stack, keys_dir: Path, gate: threading.Event
 ) -> None:
-    from sqlalchemy import event
+    from tests.service.conftest import counting_queries
 
     async with running_app(make_settings(stack, keys_dir, AUTH_HASH_WORKERS="1", AUTH_HASH_QUEUE_SIZE="0")) as app:
         await register(app.client)
         form = {"username": "alice", "password": PASSWORD}
         admitted = asyncio.create_task(app.client.post("/api/v1/auth/token", data=form))
         await wait_for(lambda: app.resources.hasher.in_flight == 1)
-        queries: list[str] = []
-        sync_engine = app.resources.engine.sync_engine
-        listener = lambda *args: queries.append(args[2])  # noqa: E731
-        event.listen(sync_engine, "before_cursor_execute", listener)
-        try:
+        with counting_queries(app) as queries:
             shed = await app.client.post("/api/v1/auth/token", data=form)
-        finally:
-            event.remove(sync_engine, "before_cursor_execute", listener)
         assert (shed.status_code, queries) == (503, [])
         gate.set()
         assert (await admitted).status_code == 200

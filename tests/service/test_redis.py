@@ -12,13 +12,21 @@ import bcrypt
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import event
 from starlette.requests import Request
 
 from service import errors, passwords, store, web
 from service.config import Settings
 from service.ratelimit import Limiter
-from tests.service.conftest import PASSWORD, Account, Running, bearer, login, make_settings, register
+from tests.service.conftest import (
+    PASSWORD,
+    Account,
+    Running,
+    bearer,
+    counting_queries,
+    login,
+    make_settings,
+    register,
+)
 from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
@@ -26,20 +34,6 @@ pytestmark = pytest.mark.anyio
 
 def limited(stack: Stack, keys_dir: Path, **overrides: str) -> Settings:
     return make_settings(stack, keys_dir, AUTH_RATE_LIMIT_ENABLED="true", **overrides)
-
-
-@contextlib.contextmanager
-def counting_queries(app: Running) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(app.resources.engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(app.resources.engine.sync_engine, "before_cursor_execute", count)
 
 
 @contextlib.contextmanager

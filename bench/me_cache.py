@@ -6,7 +6,7 @@ Starts a throwaway PostgreSQL + PgBouncer + Redis (tests/stack.py) and runs the 
 httpx's ASGI transport (no network, no uvicorn: the differences are not diluted by them). Requests are
 sequential, after a warm-up. Modes, each against the same user and session:
 
-  redis         AUTH_REDIS_URL set, cache warm: the revoked-list check and the user come from one MGET
+  redis         AUTH_REDIS_URL set, cache warm: epoch, session entry, revoked mark, user generation in one MGET
   redis-down    Redis configured but stopped: the fallback path, one query that checks the session too
   no-cache      Redis up, AUTH_USER_CACHE_TTL=0: the revoked list in Redis, the user from the database
   memory        no AUTH_REDIS_URL: the in-process store of the embedded default (one process only)

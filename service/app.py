@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> Starlette:
             settings.hash_max_wait,
         )
         shared = store.create(settings.redis_url, settings.redis_timeout)
+        cache = Cache(shared, settings.user_cache_ttl, settings.access_token_ttl)
         try:
             await migrations.check(settings, engine)
             await hasher.start()
@@ -61,13 +62,14 @@ def create_app(settings: Settings) -> Starlette:
                     jwks=keyset.jwks_json(),
                     store=shared,
                     limiter=Limiter(settings, shared),
-                    cache=Cache(shared, settings.user_cache_ttl, settings.access_token_ttl),
+                    cache=cache,
                 )
             }
         except migrations.SchemaOutOfDate as exc:
             log.error("%s", exc)
             raise
         finally:  # close in reverse order of creation
+            await cache.close()  # a last try at revocations still waiting for Redis
             if isinstance(shared, store.RedisStore):
                 await shared.close()
             hasher.close()

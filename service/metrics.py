@@ -87,7 +87,9 @@ REFRESH_REUSE = Counter(
 )
 
 # -- Redis: cache and fallbacks -----------------------------------------------------------------------
-USER_CACHE = Counter("auth_user_cache_requests", "Lookups of the `me` user cache, by result.", ["result"])
+USER_CACHE = Counter(
+    "auth_user_cache_requests", "Lookups of the session cache behind `me` and introspection, by result.", ["result"]
+)
 for _result in ("hit", "miss"):
     USER_CACHE.labels(_result)
 REDIS_FALLBACK = Counter(

@@ -1,11 +1,11 @@
 """The shared store: Redis when configured, else per-process memory; and what happens when Redis is down.
 
-Both stores offer the few operations the service needs (get, set with a TTL, delete, incr). A
-``RedisStore`` that cannot reach Redis within ``AUTH_REDIS_TIMEOUT`` raises ``StoreDown`` and then
-stops trying for ``RETRY_INTERVAL`` seconds (so an outage costs one timeout per interval, not one per
-request); the next call after that tries again, and the first success ends the outage. Callers decide
-what "down" means for them: the rate limiter falls back to memory, the cache is bypassed, the
-revoked-session check asks the database.
+Both stores offer the few operations the service needs (get, set with a TTL, delete, incr, and for
+the cache setdefault and an all-or-nothing write). A ``RedisStore`` that cannot reach Redis within
+``AUTH_REDIS_TIMEOUT`` raises ``StoreDown`` and then stops trying for ``RETRY_INTERVAL`` seconds (so an
+outage costs one timeout per interval, not one per request); the next call after that tries again, and
+the first success ends the outage. Callers decide what "down" means for them: the rate limiter falls
+back to memory, the cache is bypassed, the revoked-session check asks the database.
 """
 
 from __future__ import annotations
@@ -51,9 +51,18 @@ class MemoryStore:
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self._data[key] = (value, time.monotonic() + ttl)
 
-    async def set_many(self, keys: list[str], value: bytes, ttl: float) -> None:
-        for key in keys:
+    async def setdefault(self, key: str, value: bytes) -> bytes:
+        """The key's value, set to ``value`` (with no expiry) if it had none."""
+        current = await self.get(key)
+        if current is None:
+            await self.set(key, value, math.inf)
+        return current if current is not None else value
+
+    async def write(self, values: dict[str, tuple[bytes, float]], delete: list[str]) -> None:
+        """Set each key to (value, ttl) and delete others, all or nothing."""
+        for key, (value, ttl) in values.items():
             await self.set(key, value, ttl)
+        await self.delete(*delete)
 
     async def delete(self, *keys: str) -> None:
         for key in keys:
@@ -127,14 +136,26 @@ class RedisStore:
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self.run("set", lambda r: r.set(key, value, px=max(1, math.ceil(ttl * 1000))))
 
-    async def set_many(self, keys: list[str], value: bytes, ttl: float) -> None:
-        async def pipelined(r: aioredis.Redis) -> Any:
-            async with r.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.set(key, value, px=max(1, math.ceil(ttl * 1000)))
+    async def setdefault(self, key: str, value: bytes) -> bytes:
+        async def atomic(r: aioredis.Redis) -> Any:
+            async with r.pipeline(transaction=True) as pipe:  # MULTI: nothing can delete it in between
+                pipe.set(key, value, nx=True)
+                pipe.get(key)
                 return await pipe.execute()
 
-        await self.run("set", pipelined)
+        _, current = await self.run("setdefault", atomic)
+        return current.encode() if isinstance(current, str) else bytes(current)
+
+    async def write(self, values: dict[str, tuple[bytes, float]], delete: list[str]) -> None:
+        async def atomic(r: aioredis.Redis) -> Any:
+            async with r.pipeline(transaction=True) as pipe:
+                for key, (value, ttl) in values.items():
+                    pipe.set(key, value, px=max(1, math.ceil(ttl * 1000)))
+                if delete:
+                    pipe.delete(*delete)
+                return await pipe.execute()
+
+        await self.run("write", atomic)
 
     async def delete(self, *keys: str) -> None:
         await self.run("delete", lambda r: r.delete(*keys))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,12 +30,17 @@ async def by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
 
+class Live(NamedTuple):
+    user: User
+    session_expires_at: dt.datetime  # a cached answer must not outlive the session
+
+
 async def with_live_session(
     session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, now: dt.datetime
-) -> User | None:
+) -> Live | None:
     """The active user behind an access token, if its session has not ended: one query."""
     result = await session.execute(
-        select(User)
+        select(User, Session.expires_at)
         .join(Session, Session.user_id == User.id)
         .where(
             User.id == user_id,
@@ -44,7 +50,8 @@ async def with_live_session(
             Session.expires_at > now,
         )
     )
-    return result.scalar_one_or_none()
+    row = result.one_or_none()
+    return Live(*row) if row is not None else None
 
 
 async def check_available(session: AsyncSession, username: str, email: str) -> None:
@@ -74,6 +81,15 @@ async def create(
             raise errors.EmailTaken(email) from exc
         raise errors.UsernameTaken(username) from exc
     return user
+
+
+async def set_active(session: AsyncSession, user_id: uuid.UUID, *, active: bool, now: dt.datetime) -> bool:
+    """Enable or disable a user. After the commit the caller runs ``cache.forget_user`` (and revokes the
+    sessions it means to end), so replicas refuse a disabled user at once instead of within the cache TTL."""
+    result = await session.execute(
+        update(User).where(User.id == user_id, User.is_active.is_not(active)).values(is_active=active, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def replace_hash(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service import keys, migrations
+from service import keys, migrations, store
 from service.app import create_app
 from service.config import Settings
 from service.resources import Resources
@@ -158,6 +159,24 @@ async def alice(client: httpx.AsyncClient) -> Account:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def quick_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis outages end 50 ms after Redis answers again, not a second."""
+    monkeypatch.setattr(store, "RETRY_INTERVAL", 0.05)
+
+
+@pytest.fixture
+def redis_restarted(stack: Stack) -> Iterator[None]:
+    yield
+    stack.redis.start()  # whatever the test did, the next one finds Redis up
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], limit: float = 10.0) -> None:
+    async with asyncio.timeout(limit):
+        while not await check():  # noqa: ASYNC110 - waits on the service's own recovery
+            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

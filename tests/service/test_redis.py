@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from tests.service.conftest import (
     Running,
     bearer,
     counting_queries,
+    eventually,
     login,
     make_settings,
     register,
@@ -244,23 +244,6 @@ async def test_logout_on_one_replica_is_seen_by_another_at_once(running_app: Any
 
 
 # -- outages --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def quick_retry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "RETRY_INTERVAL", 0.05)
-
-
-async def eventually(check: Callable[[], Any], limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while not await check():  # noqa: ASYNC110 - waits on the service's own recovery
-            await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def redis_restarted(stack: Stack) -> Iterator[None]:
-    yield
-    stack.redis.start()  # whatever the test did, the next one finds Redis up
 
 
 async def test_every_route_answers_while_redis_is_down_and_redis_is_used_again_when_back(

@@ -17,8 +17,8 @@ The database is the source of truth; this only saves it work, and may lose entri
 - A change to a user (disabled, password or profile changed) sets ``auth:usergen:<uid>`` to a new
   random value; entries carry the value current before their read, so all the user's sessions miss.
 - A revocation or user change that cannot reach Redis is kept and written as soon as Redis answers:
-  retried in the background every ``store.RETRY_INTERVAL``, and before this process trusts the cache
-  again. If the process dies first, ``AUTH_USER_CACHE_TTL`` bounds how long other replicas may still
+  retried in the background as soon as the store's retry interval allows, and before this process
+  trusts the cache again. If the process dies first, ``AUTH_USER_CACHE_TTL`` bounds how long other replicas may still
   accept the session (docs/design.md states the bound for each failure mode).
 
 The hot path of `me` is one MGET: the epoch, the entry, the revoked mark and the user's generation.
@@ -129,11 +129,13 @@ class Cache:
                 self._retry = asyncio.get_running_loop().create_task(self._retry_until_written())
 
     async def _retry_until_written(self) -> None:
-        # without this, other replicas would trust this session's entry until this process's next request
+        # without this, other replicas would trust this session's entry until this process's next request;
+        # polled at a tenth of the interval so the write follows the store's own retry closely
         while self.pending_revocations or self.pending_users:
-            await asyncio.sleep(store.RETRY_INTERVAL)
-            with contextlib.suppress(store.StoreDown):
-                await self._write_pending()
+            await asyncio.sleep(store.RETRY_INTERVAL / 10)
+            if self.store.available():
+                with contextlib.suppress(store.StoreDown):
+                    await self._write_pending()
 
     async def _write_pending(self) -> None:
         """Write every pending mark in one atomic round trip, or raise StoreDown and keep them."""

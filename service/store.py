@@ -78,6 +78,9 @@ class MemoryStore:
     async def ping(self) -> None:
         return None
 
+    def available(self) -> bool:
+        return True
+
 
 class RedisStore:
     shared = True

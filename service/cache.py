@@ -18,8 +18,8 @@ The database is the source of truth; this only saves it work, and may lose entri
   random value; entries carry the value current before their read, so all the user's sessions miss.
 - A revocation or user change that cannot reach Redis is kept and written as soon as Redis answers:
   retried in the background as soon as the store's retry interval allows, and before this process
-  trusts the cache again. If the process dies first, ``AUTH_USER_CACHE_TTL`` bounds how long other replicas may still
-  accept the session (docs/design.md states the bound for each failure mode).
+  trusts the cache again. If the process dies first, ``AUTH_USER_CACHE_TTL`` bounds how long other
+  replicas may still accept the session (docs/design.md states the bound for each failure mode).
 
 The hot path of `me` is one MGET: the epoch, the entry, the revoked mark and the user's generation.
 With Redis down ``lookup`` knows nothing and the caller asks the database.

@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service import database, errors, keys, metrics, migrations, routes, store, telemetry, tokens, web
+from service import database, errors, keys, mail, metrics, migrations, policy, routes, store, telemetry, tokens, web
 from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher, available_cpus
@@ -46,10 +46,15 @@ def create_app(settings: Settings) -> Starlette:
         )
         shared = store.create(settings.redis_url, settings.redis_timeout)
         cache = Cache(shared, settings.user_cache_ttl, settings.access_token_ttl)
+        templates = mail.Templates(settings.mail_templates_dir)
+        breach = policy.BreachCheck(settings)
+        sessions = database.sessionmaker(engine)
+        sender = mail.Sender(settings, sessions, mail.transport(settings), templates)
         try:
             await migrations.check(settings, engine)
             await hasher.start()
-            sessions = database.sessionmaker(engine)
+            # every replica sends: SKIP LOCKED leases keep them off each other's rows (docs/accounts.md)
+            sender.start()
             yield {
                 "resources": Resources(
                     settings=settings,
@@ -63,12 +68,17 @@ def create_app(settings: Settings) -> Starlette:
                     store=shared,
                     limiter=Limiter(settings, shared),
                     cache=cache,
+                    sender=sender,
+                    templates=templates,
+                    breach=breach,
                 )
             }
         except migrations.SchemaOutOfDate as exc:
             log.error("%s", exc)
             raise
         finally:  # close in reverse order of creation
+            await sender.stop()  # a round cut short leaves its rows leased; another sender takes them later
+            await breach.close()
             await cache.close()  # a last try at revocations still waiting for Redis
             if isinstance(shared, store.RedisStore):
                 await shared.close()

@@ -2,13 +2,18 @@
 
 ServiceError (400 invalid_request)
 ├── InvalidRequest (422)             the body is malformed or a field fails validation
-│   └── PasswordTooLong (422)        more than 72 UTF-8 bytes: refused, never truncated
+│   ├── PasswordTooLong (422)        more than 72 UTF-8 bytes: refused, never truncated
+│   └── WeakPassword (422)           too short, too common, or found in a breach (service/policy.py)
+├── InvalidLink (400)                a reset or verification token unknown, used, expired or superseded
 ├── UnsupportedMediaType (415)
 ├── PayloadTooLarge (413)
 ├── NotFound (404) · MethodNotAllowed (405)
 ├── Conflict (409)
 │   ├── UsernameTaken
 │   └── EmailTaken
+├── Forbidden (403)
+│   ├── WrongPassword                the current password given to a password change is wrong
+│   └── EmailNotVerified             AUTH_REQUIRE_VERIFIED_EMAIL: only after the password was right
 ├── Unauthorized (401, WWW-Authenticate: Bearer)
 │   ├── InvalidCredentials          one answer for unknown user, wrong password, inactive user
 │   ├── InvalidToken                 bad, expired or revoked access token
@@ -46,6 +51,31 @@ class InvalidRequest(ServiceError):
 class PasswordTooLong(InvalidRequest):
     code = "password_too_long"
     default_detail = "password must be at most 72 bytes of UTF-8 (bcrypt's limit); it is never truncated"
+
+
+class WeakPassword(InvalidRequest):
+    code = "weak_password"
+
+
+class InvalidLink(ServiceError):
+    status_code = 400
+    code = "invalid_token"
+    default_detail = "The link is invalid, expired or already used; ask for a new one"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
+class WrongPassword(Forbidden):
+    code = "wrong_password"
+    default_detail = "The current password is incorrect"
+
+
+class EmailNotVerified(Forbidden):
+    code = "email_not_verified"
+    default_detail = "Verify your email address first: follow the link in the mail we sent"
 
 
 class UnsupportedMediaType(ServiceError):

@@ -50,6 +50,8 @@ class Limiter:
             "token_user": parse(settings.rate_limit_token_per_user),
             "refresh": parse(settings.rate_limit_refresh),
             "introspect": parse(settings.rate_limit_introspect),
+            "password_reset": parse(settings.rate_limit_password_reset),  # reset requests, verification resends
+            "password_reset_address": parse(settings.rate_limit_password_reset_per_address),
         }
         self.store = store
         self.memory_store = store if isinstance(store, MemoryStore) else MemoryStore()

@@ -11,7 +11,9 @@ from starlette.requests import Request
 from service.cache import Cache
 from service.config import Settings
 from service.keys import KeySet
+from service.mail import Sender, Templates
 from service.passwords import Hasher
+from service.policy import BreachCheck
 from service.ratelimit import Limiter
 from service.store import Store
 from service.tokens import Verifier
@@ -30,6 +32,9 @@ class Resources:
     store: Store  # Redis, or this process's memory when AUTH_REDIS_URL is unset
     limiter: Limiter
     cache: Cache
+    sender: Sender  # the outbox's sender loop; wake() it after committing a mail
+    templates: Templates
+    breach: BreachCheck
 
 
 class State(TypedDict):

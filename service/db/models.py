@@ -15,9 +15,11 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     Uuid,
     func,
@@ -66,6 +68,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    email_verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         # Case-insensitive uniqueness, and the index every login lookup uses.
@@ -116,4 +119,63 @@ class RefreshToken(Base):
         Index("uq_refresh_tokens_token_hash", "token_hash", unique=True),
         Index("ix_refresh_tokens_session_id", "session_id"),
         Index("ix_refresh_tokens_expires_at", "expires_at"),
+    )
+
+
+class AccountToken(Base):
+    """A password-reset or email-verification token, known only by its SHA-256; single-use, expiring."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(16))  # reset | verify
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    email: Mapped[str] = mapped_column(String(320))  # the address it was sent to: a changed address voids it
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("uq_account_tokens_token_hash", "token_hash", unique=True),
+        Index("ix_account_tokens_user_id_purpose", "user_id", "purpose"),
+        Index("ix_account_tokens_expires_at", "expires_at"),
+    )
+
+
+class Mail(Base):
+    """The transactional outbox: one mail, committed with the token it carries, sent by the sender loop.
+
+    A row with ``text`` NULL is a request still to be prepared (a password reset: the request writes
+    the same row whether or not the address has an account; the sender looks it up). Bodies are
+    cleared once the row is sent or dead, so a link lives in the database only while it is pending.
+    """
+
+    __tablename__ = "mails"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(320))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    subject: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    html: Mapped[str | None] = mapped_column(Text, nullable=True)
+    message_id: Mapped[str] = mapped_column(String(255))  # kept across retries: receivers drop duplicates
+    status: Mapped[str] = mapped_column(String(8))  # queued | sent | dead
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # also the claim's lease
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    __table_args__ = (
+        Index(
+            "ix_mails_next_attempt_at", "next_attempt_at",
+            postgresql_where=status == "queued", sqlite_where=status == "queued",
+        ),
+        Index("ix_mails_user_id", "user_id"),
+        Index("ix_mails_recipient_lower", func.lower(recipient)),  # the newest reset request wins
+        Index("ix_mails_created_at", "created_at"),
     )

@@ -151,12 +151,50 @@ async def revoke_by_token(db: AsyncSession, token: str, *, now: dt.datetime) -> 
     return session_id
 
 
-async def revoke_all(db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime) -> list[uuid.UUID]:
+async def revoke_all(
+    db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime, reason: str = "logout-all"
+) -> list[uuid.UUID]:
     result = await db.execute(
         update(Session)
         .where(Session.user_id == user_id, Session.revoked_at.is_(None))
-        .values(revoked_at=now, revoke_reason="logout-all")
+        .values(revoked_at=now, revoke_reason=reason)
         .returning(Session.id)
+    )
+    return list(result.scalars())
+
+
+async def revoke_others(db: AsyncSession, user_id: uuid.UUID, *, keep: uuid.UUID, now: dt.datetime) -> list[uuid.UUID]:
+    """After a password change: every session of the user but the caller's."""
+    result = await db.execute(
+        update(Session)
+        .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.id != keep)
+        .values(revoked_at=now, revoke_reason="password-change")
+        .returning(Session.id)
+    )
+    return list(result.scalars())
+
+
+async def revoke_own(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, *, now: dt.datetime) -> bool:
+    """End the user's session ``session_id``; True if it is theirs (ended now or before), False if not."""
+    owner = (
+        await db.execute(select(Session.user_id).where(Session.id == session_id).with_for_update())
+    ).scalar_one_or_none()
+    if owner != user_id:
+        return False
+    await revoke(db, session_id, now=now, reason="ended-by-user")
+    return True
+
+
+async def active(db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime, idle_since: dt.datetime) -> list[Session]:
+    """The user's sessions that could still refresh: not ended, not past their lifetime, used since
+    ``idle_since`` (the refresh-token lifetime ago: older ones hold no live token). Newest use first."""
+    result = await db.execute(
+        select(Session)
+        .where(
+            Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now,
+            Session.last_used_at > idle_since,
+        )
+        .order_by(Session.last_used_at.desc(), Session.created_at.desc())
     )
     return list(result.scalars())
 

@@ -26,6 +26,12 @@ async def by_login(session: AsyncSession, login: str) -> User | None:
     return result.scalar_one_or_none()
 
 
+async def by_email(session: AsyncSession, email: str, *, for_update: bool = False) -> User | None:
+    query = select(User).where(func.lower(User.email) == email.lower())
+    result = await session.execute(query.with_for_update() if for_update else query)
+    return result.scalar_one_or_none()
+
+
 async def by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
@@ -90,6 +96,10 @@ async def set_active(session: AsyncSession, user_id: uuid.UUID, *, active: bool,
         update(User).where(User.id == user_id, User.is_active.is_not(active)).values(is_active=active, updated_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_password(session: AsyncSession, user_id: uuid.UUID, new_hash: str, now: dt.datetime) -> None:
+    await session.execute(update(User).where(User.id == user_id).values(password_hash=new_hash, updated_at=now))
 
 
 async def replace_hash(

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import errors, metrics, schemas, tokens, web
+from service import errors, lifecycle, metrics, schemas, tokens, web
 from service.db import sessions, users
 from service.db.models import User
 from service.resources import Resources, resources
@@ -41,14 +41,10 @@ async def register(request: Request) -> JSONResponse:
     res = resources(request)
     await _limit(res, _ip(res, request), "ip", "register")
     data = schemas.parse_register(await web.json_body(request))
-    res.hasher.admit()  # shed an overload before the query, not after it
-    async with res.sessions() as db:  # cheap check first: no bcrypt for a name that is taken
-        await users.check_available(db, data.username, data.email)
-    password_hash = await res.hasher.hash(data.password)  # no connection held meanwhile
-    async with res.sessions.begin() as db:
-        user = await users.create(
-            db, username=data.username, email=data.email, password_hash=password_hash, now=utcnow()
-        )
+    if res.settings.registration_enumeration_safe:  # one answer whether or not a name is taken
+        await lifecycle.register_quietly(res, data)
+        return JSONResponse(lifecycle.ACCEPTED, status_code=202)
+    user = await lifecycle.register(res, data)  # with its verification mail
     return JSONResponse(schemas.shape_user(user), status_code=201)
 
 
@@ -71,6 +67,7 @@ async def token(request: Request) -> JSONResponse:
         await res.limiter.login_failed(grant.username, ip)  # unknown names count like known ones
         raise errors.InvalidCredentials()  # one answer for unknown user, wrong password, inactive
     await res.limiter.login_succeeded(grant.username, ip)
+    lifecycle.check_login(res, user)  # an unverified address, only now that the password is proven
     rehashed = await res.hasher.hash(grant.password) if res.hasher.needs_rehash(user.password_hash) else None
     now = utcnow()
     async with res.sessions.begin() as db:  # short write
@@ -221,6 +218,7 @@ async def introspect(request: Request) -> JSONResponse:
         if user is not None:
             body = {
                 "active": True, "token_type": "access_token", "sub": user["id"], "username": user["username"],
+                "email_verified": user.get("email_verified", False),
                 "exp": claims.expires_at, "iat": claims.issued_at, "sid": str(claims.session_id),
                 "jti": claims.jti, "iss": res.settings.jwt_issuer, "aud": res.settings.jwt_audience,
             }

@@ -18,6 +18,12 @@ LINKS = [
     ("/api/v1/auth/logout-all", "logout-all", "POST"),
     ("/api/v1/auth/me", "me", "GET"),
     ("/api/v1/auth/introspect", "introspect", "POST"),
+    ("/api/v1/auth/password", "password-change", "POST"),
+    ("/api/v1/auth/password-reset", "password-reset", "POST"),
+    ("/api/v1/auth/password-reset/confirm", "password-reset-confirm", "POST"),
+    ("/api/v1/auth/verify-email", "verify-email", "POST"),
+    ("/api/v1/auth/verify-email/resend", "verify-email-resend", "POST"),
+    ("/api/v1/auth/sessions", "sessions", "GET"),
     ("/.well-known/jwks.json", "jwks", "GET"),
     ("/health/readiness", "readiness", "GET"),
     ("/openapi.json", "openapi", "GET"),
@@ -46,7 +52,11 @@ UNAUTHORIZED = _error("missing, invalid, expired or revoked credentials (WWW-Aut
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 _request_schemas, _components = msgspec.json.schema_components(
-    [schemas.Register, schemas.RefreshRequest], ref_template=REF
+    [
+        schemas.Register, schemas.RefreshRequest, schemas.PasswordChange, schemas.PasswordResetRequest,
+        schemas.PasswordResetConfirm, schemas.VerifyEmail,
+    ],
+    ref_template=REF,
 )
 
 COMPONENTS: dict[str, Any] = {
@@ -64,7 +74,33 @@ COMPONENTS: dict[str, Any] = {
             "username": {"type": "string"},
             "email": {"type": "string", "format": "email"},
             "is_active": {"type": "boolean"},
+            "email_verified": {"type": "boolean", "description": "the address was confirmed from a mail"},
             "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Accepted": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+    "Sessions": {
+        "type": "object",
+        "required": ["sessions"],
+        "properties": {
+            "sessions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "id", "created_at", "last_used_at", "expires_at", "user_agent", "client_ip", "current"
+                    ],
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "last_used_at": {"type": "string", "format": "date-time", "description": "last refresh"},
+                        "expires_at": {"type": "string", "format": "date-time", "description": "absolute end"},
+                        "user_agent": {"type": ["string", "null"]},
+                        "client_ip": {"type": ["string", "null"]},
+                        "current": {"type": "boolean", "description": "the session of the calling token"},
+                    },
+                },
+            }
         },
     },
     "TokenPair": {
@@ -100,6 +136,7 @@ COMPONENTS: dict[str, Any] = {
             "iat": {"type": "integer"},
             "sid": {"type": "string"},
             "jti": {"type": "string"},
+            "email_verified": {"type": "boolean"},
             "iss": {"type": "string"},
             "aud": {"type": "string"},
         },
@@ -125,6 +162,7 @@ PATHS: dict[str, Any] = {
             "requestBody": _body("Register"),
             "responses": {
                 "201": _json("created", "User"),
+                "202": _json("AUTH_REGISTRATION_ENUMERATION_SAFE: accepted, the outcome is mailed", "Accepted"),
                 "409": _error("username or email taken"),
                 "413": _error("body too large"),
                 "415": _error("not JSON"),
@@ -141,6 +179,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("a new token pair", "TokenPair"),
                 "401": _error("Incorrect username or password; or an invalid refresh token"),
+                "403": _error("email_not_verified (AUTH_REQUIRE_VERIFIED_EMAIL), only after the right password"),
                 "415": _error("not a form"),
                 "422": INVALID,
                 "429": LIMITED,
@@ -198,6 +237,102 @@ PATHS: dict[str, Any] = {
                 "401": _error("caller without the introspection secret"),
                 "422": INVALID,
             },
+        }
+    },
+    "/api/v1/auth/password": {
+        "post": {
+            "summary": "Change the caller's password; every other session of theirs ends",
+            "security": BEARER,
+            "requestBody": _body("PasswordChange"),
+            "responses": {
+                "204": {"description": "changed; the calling session stays, every other one is ended"},
+                "401": UNAUTHORIZED,
+                "403": _error("wrong_password: the current password is incorrect"),
+                "409": _error("the password was changed meanwhile"),
+                "415": _error("not JSON"),
+                "422": _error("invalid body, or weak_password: too short, too common or breached"),
+                "429": LIMITED,
+                "503": _error("overloaded, or the breach check is unavailable (fail-closed); see Retry-After"),
+            },
+        }
+    },
+    "/api/v1/auth/password-reset": {
+        "post": {
+            "summary": "Mail a reset link: one answer, in one time, whether or not the address has an account",
+            "requestBody": _body("PasswordResetRequest"),
+            "responses": {
+                "202": _json("accepted", "Accepted"),
+                "415": _error("not JSON"),
+                "422": INVALID,
+                "429": LIMITED,
+            },
+        }
+    },
+    "/api/v1/auth/password-reset/confirm": {
+        "post": {
+            "summary": "Set a new password with the token from a reset link; every session of the user ends",
+            "requestBody": _body("PasswordResetConfirm"),
+            "responses": {
+                "204": {"description": "the password is set"},
+                "400": _error("invalid_token: unknown, used, expired or superseded by a newer link"),
+                "415": _error("not JSON"),
+                "422": _error("invalid body, or weak_password"),
+                "429": LIMITED,
+                "503": _error("overloaded, or the breach check is unavailable (fail-closed); see Retry-After"),
+            },
+        }
+    },
+    "/api/v1/auth/verify-email": {
+        "post": {
+            "summary": "Confirm the email address with the token from a verification link",
+            "requestBody": _body("VerifyEmail"),
+            "responses": {
+                "204": {"description": "confirmed"},
+                "400": _error("invalid_token: unknown, used, expired, superseded, or the address changed"),
+                "415": _error("not JSON"),
+                "422": INVALID,
+                "429": LIMITED,
+            },
+        }
+    },
+    "/api/v1/auth/verify-email/resend": {
+        "post": {
+            "summary": "Mail a new verification link to the caller (older links stop working)",
+            "security": BEARER,
+            "responses": {"202": _json("accepted", "Accepted"), "401": UNAUTHORIZED, "429": LIMITED},
+        }
+    },
+    "/api/v1/auth/sessions": {
+        "get": {
+            "summary": "The caller's active sessions",
+            "security": BEARER,
+            "responses": {"200": _json("sessions, most recently used first", "Sessions"), "401": UNAUTHORIZED},
+        }
+    },
+    "/api/v1/auth/sessions/{session_id}": {
+        "delete": {
+            "summary": "End one of the caller's own sessions (idempotent)",
+            "security": BEARER,
+            "parameters": [
+                {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+            ],
+            "responses": {
+                "204": {"description": "ended (or already ended)"},
+                "401": UNAUTHORIZED,
+                "404": _error("no session of the caller has this id"),
+            },
+        }
+    },
+    "/account/reset-password": {
+        "get": {
+            "summary": "The page the default reset link opens (token in the URL fragment)",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }
+    },
+    "/account/verify-email": {
+        "get": {
+            "summary": "The page the default verification link opens (token in the URL fragment)",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
         }
     },
     "/.well-known/jwks.json": {

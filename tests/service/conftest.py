@@ -184,3 +184,22 @@ def sqlite_settings(tmp_path: Path) -> Iterator[Settings]:
     yield Settings.from_environ(
         {"AUTH_DATA_DIR": str(tmp_path / "data"), "AUTH_BCRYPT_COST": "4", "AUTH_RATE_LIMIT_ENABLED": "false"}
     )
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Any]:
+    """A real SMTP server on loopback receiving the service's mails (tests/service/mailbox.py)."""
+    from tests.service.mailbox import Mailbox
+
+    box = Mailbox()
+    box.start()
+    yield box
+    box.stop()
+
+
+def mail_settings(stack: Stack, keys_dir: Path, smtp_url: str, **overrides: str) -> Settings:
+    """Settings that send through the test SMTP server, polling and retrying fast."""
+    return make_settings(
+        stack, keys_dir, AUTH_SMTP_URL=smtp_url, AUTH_MAIL_POLL_INTERVAL="0.05", AUTH_MAIL_RETRY_BASE="0.05",
+        **overrides,
+    )

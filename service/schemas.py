@@ -105,9 +105,15 @@ def _email(raw: str) -> str:
         raise errors.InvalidRequest(f"email: {exc}") from None
 
 
+def _new_password(password: str) -> None:
+    if "\x00" in password:  # as every other text field: a NUL is refused, not hashed
+        raise errors.InvalidRequest("new_password holds a NUL character")
+    passwords.encode(password)  # > 72 bytes: PasswordTooLong
+
+
 def parse_password_change(body: bytes) -> PasswordChange:
     data: PasswordChange = _decode(body, PasswordChange)
-    passwords.encode(data.new_password)
+    _new_password(data.new_password)
     return data
 
 
@@ -118,7 +124,7 @@ def parse_password_reset(body: bytes) -> PasswordResetRequest:
 
 def parse_password_reset_confirm(body: bytes) -> PasswordResetConfirm:
     data: PasswordResetConfirm = _decode(body, PasswordResetConfirm)
-    passwords.encode(data.new_password)
+    _new_password(data.new_password)
     return data
 
 

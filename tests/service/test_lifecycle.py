@@ -258,12 +258,12 @@ async def test_enumeration_safe_registration_answers_alike_and_mails_the_address
 ) -> None:
     settings = mail_settings(stack, keys_dir, mailbox.url, AUTH_REGISTRATION_ENUMERATION_SAFE="true")
     async with running_app(settings) as app:
-        client = app.client
+        client: httpx.AsyncClient = app.client
 
         async def attempt(username: str, email: str) -> httpx.Response:
-            return await client.post(
-                f"{API}/register", json={"username": username, "email": email, "password": PASSWORD}
-            )
+            body = {"username": username, "email": email, "password": PASSWORD}
+            response: httpx.Response = await client.post(f"{API}/register", json=body)
+            return response
 
         new = await attempt("alice", "alice@example.com")
         taken_email = await attempt("alicia", "Alice@example.com")

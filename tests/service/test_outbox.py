@@ -44,7 +44,7 @@ async def test_a_reset_requested_while_smtp_is_down_is_accepted_and_mailed_once_
         assert response.status_code == 202
 
         async def retried() -> bool:  # attempts failed against the stopped server, and are due again
-            return metrics.MAIL_FAILED.labels(mail.RESET)._value.get() >= failed_before + 2
+            return bool(metrics.MAIL_FAILED.labels(mail.RESET)._value.get() >= failed_before + 2)
 
         await eventually(retried)
         [pending] = [row for row in await rows(settings) if row.kind == mail.RESET]

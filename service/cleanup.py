@@ -1,4 +1,5 @@
-"""Delete expired refresh tokens and long-dead sessions, in small batches.
+"""Delete expired refresh tokens and long-dead sessions, in small batches; and spent account tokens and
+mails sent or dead longer ago than the retention.
 
 Each batch is its own short transaction that locks only the rows it deletes
 (``FOR UPDATE SKIP LOCKED``), so logins and refreshes never wait behind a big DELETE. On PostgreSQL
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
 from service.config import Settings
-from service.db.models import RefreshToken, Session
+from service.db.models import AccountToken, Mail, RefreshToken, Session
 
 LOCK_KEY = 0x61757468_636C6E  # "auth" "cln": one advisory lock for every replica of this service
 
@@ -27,6 +28,8 @@ LOCK_KEY = 0x61757468_636C6E  # "auth" "cln": one advisory lock for every replic
 class Counts:
     refresh_tokens: int = 0
     sessions: int = 0
+    account_tokens: int = 0
+    mails: int = 0
     skipped: bool = False  # another replica was cleaning
 
 
@@ -38,6 +41,9 @@ async def run_once(sessions: async_sessionmaker[Any], settings: Settings, now: d
         ("refresh_tokens", RefreshToken, RefreshToken.expires_at < now),
         ("sessions", Session, Session.revoked_at < keep_after),
         ("sessions", Session, Session.last_used_at < idle_after),  # every token long expired
+        ("account_tokens", AccountToken, AccountToken.expires_at < now),  # used or not, no longer usable
+        # sent or dead (their bodies, the links, went at once); queued rows stay whatever their age
+        ("mails", Mail, Mail.status.in_(("sent", "dead")) & (Mail.created_at < keep_after)),
     ]
     for field, model, condition in sweeps:
         while True:

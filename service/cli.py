@@ -151,7 +151,8 @@ async def cleanup(settings: Settings, loop: bool, interval: int) -> int:
         while True:
             counts = await sweep.run_once(sessions, settings, dt.datetime.now(dt.UTC))
             print(
-                f"cleanup: deleted {counts.refresh_tokens} refresh tokens, {counts.sessions} sessions"
+                f"cleanup: deleted {counts.refresh_tokens} refresh tokens, {counts.sessions} sessions, "
+                f"{counts.account_tokens} account tokens, {counts.mails} mails"
                 + (" (stopped: another replica holds the cleanup lock)" if counts.skipped else ""),
                 flush=True,
             )

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service import database, mail, metrics
 from service.config import Settings
 from service.db import mails
-from service.db.models import Mail
+from service.db.models import AccountToken, Mail
 from tests.service.conftest import eventually, mail_settings, register
 from tests.service.mailbox import Mailbox, token_in
 from tests.stack import Stack
@@ -174,3 +174,28 @@ async def test_a_mail_rolled_back_with_its_transaction_is_never_sent(
                 raise RuntimeError("the request failed after writing its mail")
         assert not await app.resources.sender.run_once()
         assert await rows(s) == [] and mailbox.received() == []
+
+
+async def test_cleanup_deletes_old_sent_and_dead_mails_and_expired_tokens_but_never_queued_mail(
+    running_app: Any, stack: Stack, keys_dir: Path, mailbox: Mailbox
+) -> None:
+    from service import cleanup
+
+    s = mail_settings(stack, keys_dir, mailbox.url)
+    async with running_app(s) as app:
+        await register(app.client)
+        await mailbox.wait_for(1)
+        await enqueue_many(s, 1)
+        await app.resources.sender.stop()  # the new row stays queued
+        engine = database.create_engine(s, s.database_url, pool=False)
+        try:
+            async with database.sessionmaker(engine).begin() as db:  # time passes: the old rows are past retention
+                old = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=s.cleanup_retention + 60)
+                await db.execute(update(Mail).where(Mail.status == "sent").values(created_at=old))
+                await db.execute(update(Mail).where(Mail.status == "queued").values(created_at=old))
+                await db.execute(update(AccountToken).values(expires_at=old))
+        finally:
+            await engine.dispose()
+        counts = await cleanup.run_once(app.resources.sessions, s, dt.datetime.now(dt.UTC))
+        assert (counts.mails, counts.account_tokens) == (1, 1)
+        assert [row.status for row in await rows(s)] == ["queued"]

@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.stack import _free_port
 
@@ -21,7 +22,8 @@ LINK = re.compile(r"https?://\S+?token=([A-Za-z0-9_%-]+)")
 class Mailbox:
     """``start()`` / ``stop()`` may be called again: the server comes back on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.credentials = credentials  # require SMTP AUTH with these
         self.port = _free_port()
         self.messages: list[EmailMessage] = []
         self._lock = threading.Lock()
@@ -38,8 +40,15 @@ class Mailbox:
         return "250 OK"
 
     def start(self) -> None:
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        extra: dict[str, Any] = {}
+        if self.credentials is not None:  # loopback only: AUTH without TLS is fine for the test
+            extra = {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **extra)
         self._controller.start()
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == self.credentials
+        return AuthResult(success=ok, handled=False)
 
     def stop(self) -> None:
         if self._controller is not None:

@@ -199,3 +199,35 @@ async def test_cleanup_deletes_old_sent_and_dead_mails_and_expired_tokens_but_ne
         counts = await cleanup.run_once(app.resources.sessions, s, dt.datetime.now(dt.UTC))
         assert (counts.mails, counts.account_tokens) == (1, 1)
         assert [row.status for row in await rows(s)] == ["queued"]
+
+
+# aiosmtpd warns, in its server thread, about AUTH without TLS (on purpose here, on loopback) and about
+# its own deprecated attribute that its authenticator path still reads
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+@pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning")
+async def test_smtp_login_reads_the_password_file_on_each_send_so_a_rotation_needs_no_restart(
+    running_app: Any, stack: Stack, keys_dir: Path, tmp_path: Path
+) -> None:
+    box = Mailbox(credentials=("mailer", "right secret"))
+    box.start()
+    password_file = tmp_path / "smtp-password"
+    password_file.write_text("old secret\n")
+    try:
+        s = mail_settings(
+            stack, keys_dir, box.url, AUTH_SMTP_USERNAME="mailer", AUTH_SMTP_PASSWORD_FILE=str(password_file)
+        )
+        failed_before = metrics.MAIL_FAILED.labels(mail.VERIFY)._value.get()
+        async with running_app(s) as app:
+            await register(app.client)
+
+            async def refused() -> bool:  # the server refused the login
+                return bool(metrics.MAIL_FAILED.labels(mail.VERIFY)._value.get() > failed_before)
+
+            await eventually(refused)
+            [row] = await rows(s)
+            assert row.status == "queued" and "535" in (row.last_error or "")
+            password_file.write_text("right secret\n")  # the Secret was rotated
+            [received] = await box.wait_for(1)
+            assert received["Subject"] == "Confirm your email address"
+    finally:
+        box.stop()

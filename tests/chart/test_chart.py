@@ -54,6 +54,12 @@ CHART_MANAGED = {
     "AUTH_DATA_DIR",
     "AUTH_SIGNING_KEY_ID",
     "AUTH_INTROSPECTION_SECRET",
+    # mail.*: the SMTP server, its login from an existing Secret, the From address
+    "AUTH_SMTP_URL",
+    "AUTH_SMTP_STARTTLS",
+    "AUTH_SMTP_USERNAME",
+    "AUTH_SMTP_PASSWORD_FILE",
+    "AUTH_MAIL_FROM",
 }
 
 
@@ -830,3 +836,31 @@ def test_the_probed_routes_exist_in_the_service() -> None:
     served = {route.path: route.methods for route in routes.ALL}
     for path in HEALTH_ROUTES.values():
         assert "GET" in served[path], path
+
+
+def test_mail_settings_reach_the_server_with_the_login_from_the_existing_secret() -> None:
+    rendered = render(values_of("smtp-with-login"))
+    config = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    assert (config["AUTH_SMTP_URL"], config["AUTH_SMTP_STARTTLS"]) == ("smtp://smtp.example.com:587", "true")
+    assert config["AUTH_MAIL_FROM"] == "Auth <auth@example.com>"
+    assert config["AUTH_REQUIRE_VERIFIED_EMAIL"] == "true" and config["AUTH_PASSWORD_MIN_LENGTH"] == "12"
+    pod = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]
+    [server] = [c for c in pod["containers"] if c["name"] == "server"]
+    env = {e["name"]: e for e in server["env"]}
+    assert env["AUTH_SMTP_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "smtp-login", "key": "username"}
+    password_file = env["AUTH_SMTP_PASSWORD_FILE"]["value"]
+    [mount] = [m for m in server["volumeMounts"] if m["name"] == "smtp-password"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "smtp-password"]
+    assert password_file == f"{mount['mountPath']}/password" and mount["readOnly"] is True
+    assert volume["secret"]["secretName"] == "smtp-login"
+    assert volume["secret"]["items"] == [{"key": "password", "path": "password"}]
+    policy = rendered.one("NetworkPolicy", FULLNAME)
+    [smtp] = [rule for rule in policy["spec"]["egress"] if rule["ports"][0]["port"] == 587]
+    assert smtp["to"] == [{"ipBlock": {"cidr": "192.0.2.0/24"}}]
+
+    implicit = render({"mail": {"smtp": {"host": "smtp.example.com", "port": 465, "tls": "tls"}}})
+    config = implicit.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    assert (config["AUTH_SMTP_URL"], config["AUTH_SMTP_STARTTLS"]) == ("smtps://smtp.example.com:465", "false")
+    server = implicit.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    assert "AUTH_SMTP_USERNAME" not in {e["name"] for e in server["env"]}  # no Secret: no login
+    assert "AUTH_SMTP_URL" not in render({}).one("ConfigMap", f"{FULLNAME}-config")["data"]  # files in the pod

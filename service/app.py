@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -48,11 +49,17 @@ def create_app(settings: Settings) -> Starlette:
         cache = Cache(shared, settings.user_cache_ttl, settings.access_token_ttl)
         templates = mail.Templates(settings.mail_templates_dir)
         breach = policy.BreachCheck(settings)
-        sessions = database.sessionmaker(engine)
-        sender = mail.Sender(settings, sessions, mail.transport(settings), templates)
+        # the sender's own small pool (pool="mail" in the metrics): it never takes a connection a request is
+        # waiting for, and a batch's marks never wait for one past the pool timeout
+        mail_engine = database.create_engine(
+            dataclasses.replace(settings, db_pool_size=2, db_max_overflow=mail.BATCH), settings.database_url,
+            label="mail",
+        )
+        sender = mail.Sender(settings, database.sessionmaker(mail_engine), mail.transport(settings), templates)
         try:
             await migrations.check(settings, engine)
             await hasher.start()
+            sessions = database.sessionmaker(engine)
             # every replica sends: SKIP LOCKED leases keep them off each other's rows (docs/accounts.md)
             sender.start()
             yield {
@@ -78,6 +85,7 @@ def create_app(settings: Settings) -> Starlette:
             raise
         finally:  # close in reverse order of creation
             await sender.stop()  # a round cut short leaves its rows leased; another sender takes them later
+            await mail_engine.dispose()
             await breach.close()
             await cache.close()  # a last try at revocations still waiting for Redis
             if isinstance(shared, store.RedisStore):

@@ -24,7 +24,7 @@ from service.config import Settings
 log = logging.getLogger("service.database")
 
 
-def create_engine(settings: Settings, url: str, *, pool: bool = True) -> AsyncEngine:
+def create_engine(settings: Settings, url: str, *, pool: bool = True, label: str | None = None) -> AsyncEngine:
     parsed = make_url(url)
     options: dict[str, Any] = {"hide_parameters": True}  # parameters hold hashes and token digests
     if parsed.get_backend_name() == "sqlite":
@@ -42,7 +42,7 @@ def create_engine(settings: Settings, url: str, *, pool: bool = True) -> AsyncEn
             pool_recycle=settings.db_pool_recycle,
             pool_pre_ping=False,  # a dead connection surfaces as an error the next query maps to 503
             # the default async queue pool, timing checkouts for the auth_db_pool_* metrics
-            poolclass=metrics.pool_class("replica" if url == settings.database_read_url else "primary"),
+            poolclass=metrics.pool_class(label or ("replica" if url == settings.database_read_url else "primary")),
         )
     elif not pool:
         options["poolclass"] = NullPool

@@ -87,6 +87,11 @@ DEFAULTS: dict[str, tuple[str, str, str]] = {
 }
 
 
+for _kind in DEFAULTS:  # every series from the start, so rates and alerts see zeros rather than nothing
+    for _counter in (metrics.MAIL_QUEUED, metrics.MAIL_SENT, metrics.MAIL_FAILED, metrics.MAIL_DEAD):
+        _counter.labels(_kind)
+
+
 class Templates:
     """The default texts, each part overridable by a file ``<kind>.subject``, ``<kind>.txt``, ``<kind>.html``
     in ``AUTH_MAIL_TEMPLATES_DIR``. Read once at start, so a missing or unreadable file fails the start."""
@@ -230,6 +235,7 @@ class Sender:
         self.templates = templates
         self.lease = 2 * settings.smtp_timeout + 10  # past any send's timeout: a live sender marks first
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -239,19 +245,27 @@ class Sender:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="mail-sender")
 
     async def stop(self) -> None:
-        if self._task is not None:
+        """Let the round in progress finish (cancelling a query midway breaks its connection), then stop;
+        past the send timeout, cancel: the rows it held stay leased and another sender takes them later."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=self.settings.smtp_timeout + 5)
+        except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 busy = await self.run_once()
             except Exception:  # the database is down, say: log and try again next round
                 log.exception("mail sender round failed")
                 busy = False
-            if busy:
+            if busy or self._stopping:
                 continue  # a full batch: there may be more due
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.mail_poll_interval):

@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
-from tests.service.conftest import PASSWORD, mail_settings, register
+from tests.service.conftest import PASSWORD, eventually, mail_settings, register
 from tests.service.mailbox import Mailbox
 from tests.stack import Stack
 
@@ -29,8 +30,17 @@ async def timed(client: httpx.AsyncClient, path: str, **kwargs: Any) -> tuple[fl
     return time.perf_counter() - begun, response
 
 
+async def settled(app: Any) -> None:
+    """Wait until the sender has nothing left to do: its work after an answer must not slow the next sample."""
+    async def idle() -> bool:
+        async with app.resources.sessions() as db:
+            return not (await db.execute(text("SELECT 1 FROM mails WHERE status = 'queued' LIMIT 1"))).first()
+
+    await eventually(idle)
+
+
 async def paired(
-    client: httpx.AsyncClient, rounds: int, first: dict[str, Any], second: dict[str, Any], path: str
+    app: Any, rounds: int, first: dict[str, Any], second: dict[str, Any], path: str
 ) -> tuple[list[float], list[float], set[tuple[int, str]], set[tuple[int, str]]]:
     times: tuple[list[float], list[float]] = ([], [])
     answers: tuple[set[tuple[int, str]], set[tuple[int, str]]] = (set(), set())
@@ -39,7 +49,8 @@ async def paired(
         order = [0, 1]
         rng.shuffle(order)
         for which in order:
-            elapsed, response = await timed(client, path, **(first, second)[which])
+            await settled(app)
+            elapsed, response = await timed(app.client, path, **(first, second)[which])
             times[which].append(elapsed)
             answers[which].add((response.status_code, response.text))
     return times[0], times[1], answers[0], answers[1]
@@ -52,14 +63,15 @@ async def test_a_reset_request_for_a_known_address_takes_as_long_as_for_an_unkno
         alice = await register(app.client)
         await timed(app.client, f"{API}/password-reset", json={"email": "warm@example.com"})  # warm up
         known, unknown, known_answers, unknown_answers = await paired(
-            app.client, 40, {"json": {"email": alice.email}}, {"json": {"email": "nobody@example.com"}},
+            app, 50, {"json": {"email": alice.email}}, {"json": {"email": "nobody@example.com"}},
             f"{API}/password-reset",
         )
     assert known_answers == unknown_answers and len(known_answers) == 1  # one body, one status: 202
     difference = abs(statistics.median(known) - statistics.median(unknown))
-    # by construction the same statements and rows; a user lookup plus a token write on one side only
-    # would cost a few round trips through PgBouncer (~1-2 ms here)
-    assert difference < 0.001 + 0.1 * statistics.median(unknown), (statistics.median(known), statistics.median(unknown))
+    # by construction the same statements and rows; looking the user up and writing the token in the request
+    # made the known side ~17 ms slower on the test machine
+    margin = 0.0015 + 0.15 * statistics.median(unknown)
+    assert difference < margin, (statistics.median(known), statistics.median(unknown))
 
 
 async def test_an_unverified_login_takes_as_long_as_a_wrong_password(
@@ -70,11 +82,12 @@ async def test_an_unverified_login_takes_as_long_as_a_wrong_password(
     async with running_app(settings) as app:
         await register(app.client)
         unverified, wrong, unverified_answers, wrong_answers = await paired(
-            app.client, 24, {"data": {"username": "alice", "password": PASSWORD}},
+            app, 40, {"data": {"username": "alice", "password": PASSWORD}},
             {"data": {"username": "alice", "password": "not the password"}}, f"{API}/token",
         )
         hash_time = app.resources.hasher.average_seconds
     assert {status for status, _ in unverified_answers} == {403}
     assert {status for status, _ in wrong_answers} == {401}
     difference = abs(statistics.median(unverified) - statistics.median(wrong))
-    assert difference < 0.25 * hash_time, (statistics.median(unverified), statistics.median(wrong), hash_time)
+    # refusing before bcrypt would make the difference a whole hash
+    assert difference < 0.4 * hash_time, (statistics.median(unverified), statistics.median(wrong), hash_time)

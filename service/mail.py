@@ -204,9 +204,15 @@ def message(settings: Settings, mail: mails.Claimed, body: mails.Body) -> EmailM
     msg["Message-ID"] = mail.message_id  # the same on every attempt: receivers drop a repeated send
     msg["Date"] = email.utils.format_datetime(mail.created_at)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
-    msg.set_content(body.text)
-    msg.add_alternative(body.html, subtype="html")
+    # 7bit where it fits (ASCII, lines within RFC 5322's 998): the link stays readable in a file or a
+    # raw view, unbroken by quoted-printable's soft line breaks; other texts are quoted-printable
+    msg.set_content(body.text, cte=_encoding(body.text))
+    msg.add_alternative(body.html, subtype="html", cte=_encoding(body.html))
     return msg
+
+
+def _encoding(text: str) -> str:
+    return "7bit" if text.isascii() and all(len(line) <= 998 for line in text.splitlines()) else "quoted-printable"
 
 
 # -- the sender loop ---------------------------------------------------------------------------------------

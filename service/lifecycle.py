@@ -39,7 +39,9 @@ def queued(res: Resources, kind: str) -> None:
 
 
 async def _password_ok(res: Resources, password: str, stored: str) -> bool:
-    return bool(await res.hasher.verify(password, stored))
+    checked: object = await res.hasher.verify(password, stored)
+    # a bool today; a result object with `.ok` once verify reports re-hashing: never let a truthy object pass
+    return getattr(checked, "ok", checked) is True
 
 
 # -- registration ------------------------------------------------------------------------------------------

@@ -231,3 +231,20 @@ async def test_smtp_login_reads_the_password_file_on_each_send_so_a_rotation_nee
             assert received["Subject"] == "Confirm your email address"
     finally:
         box.stop()
+
+
+async def test_starttls_required_but_not_offered_is_a_failed_attempt_never_a_plain_send(
+    running_app: Any, stack: Stack, keys_dir: Path, mailbox: Mailbox
+) -> None:
+    s = mail_settings(stack, keys_dir, mailbox.url, AUTH_SMTP_STARTTLS="true")  # the test server has no TLS
+    failed_before = metrics.MAIL_FAILED.labels(mail.VERIFY)._value.get()
+    async with running_app(s) as app:
+        await register(app.client)
+
+        async def failed() -> bool:
+            return bool(metrics.MAIL_FAILED.labels(mail.VERIFY)._value.get() > failed_before)
+
+        await eventually(failed)
+        [row] = await rows(s)
+        assert row.status == "queued" and "STARTTLS" in (row.last_error or "").upper()
+    assert mailbox.received() == []

@@ -200,7 +200,7 @@ async def test_work_expected_to_wait_longer_than_max_wait_is_refused_at_once(gat
             await hasher.verify(PASSWORD, None)
         assert refused.value.retry_after == 1
         gate.set()
-        assert await asyncio.gather(running, queued) == [Verified(ok=False)] * 2
+        assert list(await asyncio.gather(running, queued)) == [Verified(ok=False)] * 2
     finally:
         hasher.close()
 
@@ -253,8 +253,8 @@ def bcrypt_work(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         rounds.append(2 ** (passwords.cost_of(salt.decode()) or 0))
         return hashed
 
-    monkeypatch.setattr(passwords.bcrypt, "checkpw", check)
-    monkeypatch.setattr(passwords.bcrypt, "hashpw", hash_)
+    monkeypatch.setattr(bcrypt, "checkpw", check)
+    monkeypatch.setattr(bcrypt, "hashpw", hash_)
     yield rounds
 
 
@@ -347,3 +347,25 @@ async def test_the_72_byte_limit_applies_to_the_normalised_password(app: Running
         "/api/v1/auth/register", json={"username": "long", "email": "long@example.com", "password": expanding + "x" * 5}
     )
     assert (refused.status_code, refused.json()["error"]) == (422, "password_too_long")
+
+
+async def test_a_verify_trying_two_forms_is_one_queue_slot_and_two_hashes_of_expected_wait(
+    gate: threading.Event,
+) -> None:
+    hasher = Hasher(cost=4, workers=1, queue_size=1, max_wait=10.0)
+    try:
+        await hasher.start()
+        hasher.average_seconds = 0.1  # as if a hash took 0.1 s
+        running = asyncio.create_task(hasher.verify(PASSWORD, None))  # occupies the only worker
+        await wait_for(lambda: hasher.in_flight == 1)
+        queued = asyncio.create_task(hasher.verify(NFD, None))  # NFKC form, then the raw one: one job
+        await wait_for(lambda: hasher.in_flight == 2)
+        assert hasher.work_in_flight == 3
+        assert hasher.expected_wait() == pytest.approx(0.3)  # a job submitted now waits for three hashes
+        with pytest.raises(errors.Overloaded):  # the queue of one is full: the job took one slot, not two
+            hasher.admit()
+        gate.set()
+        assert list(await asyncio.gather(running, queued)) == [Verified(ok=False)] * 2
+        assert (hasher.in_flight, hasher.work_in_flight) == (0, 0)
+    finally:
+        hasher.close()

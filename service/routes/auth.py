@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import errors, metrics, schemas, tokens, web
+from service import errors, metrics, ratelimit, schemas, tokens, web
 from service.db import sessions, users
 from service.db.models import User
 from service.resources import Resources, resources
@@ -61,17 +61,22 @@ async def token(request: Request) -> JSONResponse:
         await res.limiter.hit("refresh", ip or "-")
         return await _rotate(res, grant.refresh_token)
     await res.limiter.hit("token", ip or "-")
-    await res.limiter.hit("token_user", grant.username.lower())  # slows spraying one account from many IPs
-    await res.limiter.check_backoff(grant.username, ip)
+    # the name as typed, folded: a name hammered from many IPs is refused without a query
+    await res.limiter.hit("token_user", "typed", users.fold(grant.username))
     res.hasher.admit()  # shed an overload before the query, not after it
     async with res.sessions() as db:  # short read; the connection goes back before hashing
         user = await users.by_login(db, grant.username)
-    ok = await res.hasher.verify(grant.password, user.password_hash if user else None)
-    if user is None or not ok or not user.is_active:
-        await res.limiter.login_failed(grant.username, ip)  # unknown names count like known ones
+    # the account, whichever of its names was typed; an unknown name is charged the same way
+    account = ratelimit.account(user.id if user else None, grant.username)
+    await res.limiter.hit("token_user", "account", account)  # slows spraying one account from many IPs
+    await res.limiter.check_backoff(account, ip)  # before any bcrypt
+    checked = await res.hasher.verify(grant.password, user.password_hash if user else None)
+    if user is None or not checked.ok or not user.is_active:
+        await res.limiter.login_failed(account, ip)
         raise errors.InvalidCredentials()  # one answer for unknown user, wrong password, inactive
-    await res.limiter.login_succeeded(grant.username, ip)
-    rehashed = await res.hasher.hash(grant.password) if res.hasher.needs_rehash(user.password_hash) else None
+    await res.limiter.login_succeeded(account, ip)
+    # another cost, or a hash of the password before NFKC normalisation: store the current form
+    rehashed = await res.hasher.hash(grant.password) if checked.rehash else None
     now = utcnow()
     async with res.sessions.begin() as db:  # short write
         if rehashed:

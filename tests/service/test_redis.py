@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from starlette.requests import Request
 
-from service import errors, passwords, store, web
+from service import errors, passwords, ratelimit, store, web
 from service.config import Settings
 from service.ratelimit import Limiter
 from tests.service.conftest import (
@@ -137,13 +137,14 @@ async def test_each_failure_doubles_the_wait_up_to_the_cap_and_success_resets(
     assert await retry_after(limiter, "alice", "198.51.100.1") == 1
 
 
-async def test_the_per_username_backoff_reaches_other_ips_and_names_are_case_insensitive(
+async def test_the_per_account_backoff_reaches_other_ips_and_unknown_names_are_folded(
     backoff: tuple[Limiter, Clock],
 ) -> None:
     limiter, _ = backoff
-    await limiter.login_failed("Alice", "198.51.100.1")
-    assert await retry_after(limiter, "alice", "198.51.100.2") == 1
-    assert await retry_after(limiter, "bob", "198.51.100.1") is None
+    await limiter.login_failed(ratelimit.account(None, "Alice"), "198.51.100.1")
+    for variant in ("alice", "ALICE", "\uff21lice"):  # the last with a full-width A
+        assert await retry_after(limiter, ratelimit.account(None, variant), "198.51.100.2") == 1
+    assert await retry_after(limiter, ratelimit.account(None, "bob"), "198.51.100.1") is None
 
 
 async def test_after_a_failed_login_even_the_right_password_waits_and_unknown_names_behave_alike(

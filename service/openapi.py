@@ -19,6 +19,8 @@ LINKS = [
     ("/api/v1/auth/me", "me", "GET"),
     ("/api/v1/auth/introspect", "introspect", "POST"),
     ("/.well-known/jwks.json", "jwks", "GET"),
+    ("/.well-known/oauth-authorization-server", "oauth-authorization-server", "GET"),
+    ("/.well-known/openid-configuration", "openid-configuration", "GET"),
     ("/health/readiness", "readiness", "GET"),
     ("/openapi.json", "openapi", "GET"),
 ]
@@ -113,6 +115,22 @@ COMPONENTS: dict[str, Any] = {
         },
     },
     "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
+    "ServerMetadata": {
+        "type": "object",
+        "description": "RFC 8414 authorization server metadata; every URL is absolute, under the issuer",
+        "required": ["issuer", "token_endpoint", "jwks_uri", "response_types_supported"],
+        "properties": {
+            "issuer": {"type": "string", "format": "uri"},
+            "token_endpoint": {"type": "string", "format": "uri"},
+            "jwks_uri": {"type": "string", "format": "uri"},
+            "revocation_endpoint": {"type": "string", "format": "uri"},
+            "introspection_endpoint": {"type": "string", "format": "uri"},
+            "grant_types_supported": {"type": "array", "items": {"type": "string"}},
+            "response_types_supported": {"type": "array", "items": {"type": "string"}},
+            "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
+            "scopes_supported": {"type": "array", "items": {"type": "string"}},
+        },
+    },
 }
 
 FORM = "application/x-www-form-urlencoded"
@@ -202,6 +220,15 @@ PATHS: dict[str, Any] = {
     },
     "/.well-known/jwks.json": {
         "get": {"summary": "Every accepted signing key", "responses": {"200": _json("JWKS", "JWKS")}}
+    },
+    "/.well-known/oauth-authorization-server": {
+        "get": {"summary": "RFC 8414 discovery", "responses": {"200": _json("metadata", "ServerMetadata")}}
+    },
+    "/.well-known/openid-configuration": {
+        "get": {
+            "summary": "OpenID Connect Discovery (the fields that apply)",
+            "responses": {"200": _json("metadata", "ServerMetadata")},
+        }
     },
     "/health/liveness": {"get": {"responses": {"200": _json("alive", "Health")}}},
     "/health/readiness": {

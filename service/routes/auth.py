@@ -113,7 +113,7 @@ def _token_response(res: Resources, user: User, started: sessions.Started, now: 
     with tracer.start_as_current_span("token.sign", attributes={"token.algorithm": res.keys.signing.algorithm}):
         access = tokens.issue_access(
             res.keys, user_id=user.id, username=user.username, session_id=started.session_id,
-            issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl=settings.access_token_ttl, now=now,
+            issuer=settings.issuer, audience=settings.jwt_audience, ttl=settings.access_token_ttl, now=now,
         )
     return JSONResponse(
         {
@@ -221,7 +221,7 @@ async def introspect(request: Request) -> JSONResponse:
             body = {
                 "active": True, "token_type": "access_token", "sub": user["id"], "username": user["username"],
                 "exp": claims.expires_at, "iat": claims.issued_at, "sid": str(claims.session_id),
-                "jti": claims.jti, "iss": res.settings.jwt_issuer, "aud": res.settings.jwt_audience,
+                "jti": claims.jti, "iss": res.settings.issuer, "aud": res.settings.jwt_audience,
             }
     else:
         async with res.sessions() as db:
@@ -231,7 +231,7 @@ async def introspect(request: Request) -> JSONResponse:
                 "active": True, "token_type": "refresh_token", "sub": str(info.user.id),
                 "username": info.user.username, "exp": int(info.expires_at.timestamp()),
                 "iat": int(info.issued_at.timestamp()), "sid": str(info.session_id),
-                "iss": res.settings.jwt_issuer,
+                "iss": res.settings.issuer,
             }
     return JSONResponse(body)
 

@@ -31,6 +31,7 @@ def environ(stack: Stack, keys_dir: Path, **overrides: str) -> dict[str, str]:
         "AUTH_DB_STATEMENT_CACHE_SIZE": "0",  # PgBouncer 1.18 in transaction mode
         "AUTH_REDIS_URL": stack.redis_url,
         "AUTH_KEYS_DIR": str(keys_dir),
+        "AUTH_ISSUER": BASE,
         "AUTH_BCRYPT_COST": "4",
         "AUTH_HASH_WORKERS": "2",
         "AUTH_INTROSPECTION_SECRET": "introspection-secret",

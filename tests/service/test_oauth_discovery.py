@@ -1,0 +1,71 @@
+"""Discovery (RFC 8414, OpenID Connect Discovery) and the issuer: everything reachable from one URL."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from service.config import ConfigError, Settings
+from tests.service.conftest import BASE
+
+pytestmark = pytest.mark.anyio
+
+DOCUMENTS = ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
+
+
+@pytest.mark.parametrize("path", DOCUMENTS)
+async def test_discovery_publishes_absolute_endpoints_under_the_issuer_and_may_be_cached(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "public, max-age=3600"
+    document = response.json()
+    assert document["issuer"] == BASE
+    assert {
+        name: document[name]
+        for name in ("token_endpoint", "jwks_uri", "revocation_endpoint", "introspection_endpoint")
+    } == {
+        "token_endpoint": f"{BASE}/oauth2/token",
+        "jwks_uri": f"{BASE}/.well-known/jwks.json",
+        "revocation_endpoint": f"{BASE}/oauth2/revoke",
+        "introspection_endpoint": f"{BASE}/oauth2/introspect",
+    }
+    assert document["grant_types_supported"] == ["password", "refresh_token", "client_credentials"]
+    assert document["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post", "none"]
+    assert document["response_types_supported"] == []  # no authorization endpoint yet
+    assert document["scopes_supported"] == ["email", "profile"]
+    assert document["access_token_signing_alg_values_supported"] == ["EdDSA"]
+
+
+async def test_the_openid_document_adds_the_oidc_fields_that_apply(client: httpx.AsyncClient) -> None:
+    oauth = (await client.get(DOCUMENTS[0])).json()
+    oidc = (await client.get(DOCUMENTS[1])).json()
+    assert oidc.items() >= oauth.items()
+    assert oidc["subject_types_supported"] == ["public"]
+    assert oidc["id_token_signing_alg_values_supported"] == ["EdDSA"]
+
+
+def test_the_issuer_defaults_to_the_embedded_servers_url() -> None:
+    assert Settings.from_environ({}).issuer == "http://127.0.0.1:8000"
+
+
+@pytest.mark.parametrize(
+    ("environ", "issuer"),
+    [
+        ({"AUTH_ISSUER": "https://auth.example.com/"}, "https://auth.example.com"),
+        ({"AUTH_ISSUER": "https://example.com/auth"}, "https://example.com/auth"),
+        ({"AUTH_JWT_ISSUER": "https://old.example.com"}, "https://old.example.com"),  # the deprecated name
+        ({"AUTH_JWT_ISSUER": "https://old.example.com", "AUTH_ISSUER": "https://new.example.com"},
+         "https://new.example.com"),
+    ],
+)
+def test_the_issuer_is_read_from_auth_issuer_or_its_deprecated_alias(environ: dict[str, str], issuer: str) -> None:
+    assert Settings.from_environ(environ).issuer == issuer
+
+
+@pytest.mark.parametrize("value", ["authsvc", "ftp://auth.example.com", "https://x.example.com/?a=b", "https://x#f"])
+@pytest.mark.parametrize("name", ["AUTH_ISSUER", "AUTH_JWT_ISSUER"])
+def test_an_issuer_that_is_not_an_http_url_is_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_environ({name: value})

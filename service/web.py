@@ -68,7 +68,7 @@ class BodyLimit:
 class NoStore:
     """RFC 6749 §5.1: responses carrying tokens or credentials must not be cached."""
 
-    def __init__(self, app: ASGIApp, prefix: str = "/api/") -> None:
+    def __init__(self, app: ASGIApp, prefix: tuple[str, ...] = ("/api/", OAUTH_PREFIX)) -> None:
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -65,7 +65,7 @@ async def wipe(stack: Stack) -> None:
     engine = create_async_engine(stack.admin_url)
     try:
         async with engine.begin() as connection:
-            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens CASCADE"))
+            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens, clients CASCADE"))
     finally:
         await engine.dispose()
     if stack.redis.running:

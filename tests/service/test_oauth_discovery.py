@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import jwt
 import pytest
 
 from service.config import ConfigError, Settings
-from tests.service.conftest import BASE
+from tests.service.conftest import BASE, Account, login
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +45,24 @@ async def test_the_openid_document_adds_the_oidc_fields_that_apply(client: httpx
     assert oidc.items() >= oauth.items()
     assert oidc["subject_types_supported"] == ["public"]
     assert oidc["id_token_signing_alg_values_supported"] == ["EdDSA"]
+
+
+async def test_every_published_endpoint_is_served(client: httpx.AsyncClient) -> None:
+    document = (await client.get(DOCUMENTS[0])).json()
+    jwks = await client.get(document["jwks_uri"].removeprefix(BASE))
+    assert jwks.status_code == 200 and jwks.json()["keys"]
+    for name in ("token_endpoint", "revocation_endpoint", "introspection_endpoint"):
+        answer = await client.post(document[name].removeprefix(BASE), data={})
+        assert answer.status_code in (400, 401), (name, answer.status_code)  # served: a 404 would be a lie
+
+
+async def test_tokens_carry_the_issuer_url_and_rfc9068_claims(client: httpx.AsyncClient, alice: Account) -> None:
+    pair = await login(client, alice)
+    assert jwt.get_unverified_header(pair["access_token"])["typ"] == "at+jwt"
+    claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
+    assert claims["iss"] == BASE
+    assert (claims["sub"], claims["client_id"], claims["scope"]) == (alice.id, "direct", "profile")
+    assert {"jti", "iat", "exp", "aud"} <= set(claims)
 
 
 def test_the_issuer_defaults_to_the_embedded_servers_url() -> None:

@@ -82,6 +82,7 @@ class Running:
 
     client: httpx.AsyncClient
     resources: Resources
+    transport: httpx.AsyncBaseTransport | None = None  # for other clients of the same app (authlib)
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ async def running_app(settings: Settings, stack: Stack) -> AsyncIterator[Any]:
         async with LifespanManager(create_app(s)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-                yield Running(client, manager._state["resources"])
+                yield Running(client, manager._state["resources"], transport)
 
     yield start
     await wipe(stack)

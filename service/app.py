@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*routes.ALL, metrics.ROUTE],
         lifespan=lifespan,
         middleware=[
+            *web.cors(settings.cors_origins),  # outermost: preflights are answered before routing
             Middleware(web.NoStore),
             Middleware(web.BodyLimit, limit=settings.max_body_bytes),
         ],

@@ -7,6 +7,8 @@ import re
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +36,26 @@ def error_response(exc: errors.ServiceError, *, oauth: bool = False) -> JSONResp
         status_code=status,
         headers=headers,
     )
+
+
+def cors(origins: tuple[str, ...]) -> list[Middleware]:
+    """Browser apps on these origins may call the API (AUTH_CORS_ORIGINS; none: no CORS headers at all).
+
+    Tokens travel in the Authorization header and the body, never in cookies, so credentials stay off.
+    """
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["WWW-Authenticate", "Retry-After"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
 
 
 class BodyLimit:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import jwt
 import pytest
 
 from service.config import ConfigError, Settings
-from tests.service.conftest import BASE, Account, login
+from tests.service.conftest import BASE, Account, login, make_settings
+from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 
@@ -88,3 +91,38 @@ def test_the_issuer_is_read_from_auth_issuer_or_its_deprecated_alias(environ: di
 def test_an_issuer_that_is_not_an_http_url_is_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_environ({name: value})
+
+
+async def test_cors_is_off_unless_origins_are_configured(client: httpx.AsyncClient) -> None:
+    preflight = await client.options(
+        "/oauth2/token", headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 405 and "access-control-allow-origin" not in preflight.headers
+    plain = await client.get("/.well-known/openid-configuration", headers={"Origin": "https://app.example.com"})
+    assert "access-control-allow-origin" not in plain.headers
+
+
+async def test_configured_origins_get_their_preflight_answered_and_others_do_not(
+    running_app: Any, stack: Stack, settings: Settings
+) -> None:
+    with_cors = make_settings(stack, settings.keys_dir, AUTH_CORS_ORIGINS="https://app.example.com, https://b.example")
+    async with running_app(with_cors) as app:
+        ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+        allowed = await app.client.options("/oauth2/token", headers={"Origin": "https://app.example.com", **ask})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "POST" in allowed.headers["access-control-allow-methods"]
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-credentials" not in allowed.headers  # tokens, not cookies
+        stranger = await app.client.options("/oauth2/token", headers={"Origin": "https://evil.example", **ask})
+        assert stranger.status_code == 400 and "access-control-allow-origin" not in stranger.headers
+        # an actual request carries the header too, errors included, so the page can read the error
+        error = await app.client.post("/oauth2/token", data={}, headers={"Origin": "https://b.example"})
+        assert (error.status_code, error.headers["access-control-allow-origin"]) == (400, "https://b.example")
+        assert "www-authenticate" in error.headers["access-control-expose-headers"].lower()
+
+
+def test_cors_origins_must_be_origins() -> None:
+    with pytest.raises(ConfigError, match="AUTH_CORS_ORIGINS"):
+        Settings.from_environ({"AUTH_CORS_ORIGINS": "https://app.example.com/path"})
+    assert Settings.from_environ({"AUTH_CORS_ORIGINS": "*"}).cors_origins == ("*",)

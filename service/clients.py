@@ -204,7 +204,7 @@ async def authenticate(
         return None
     if budget:
         await limiter.hit(budget, given.client_id)
-    client, hashes = _builtin(settings, given.client_id)
+    client, hashes = builtin(settings, given.client_id)
     if client is None:
         async with sessions() as db:  # the primary: a client registered a moment ago must work
             row = await queries.by_id(db, given.client_id)
@@ -227,7 +227,8 @@ async def authenticate(
     return client
 
 
-def _builtin(settings: Settings, client_id: str) -> tuple[Client | None, list[bytes]]:
+def builtin(settings: Settings, client_id: str) -> tuple[Client | None, list[bytes]]:
+    """The built-in client of that id, if its secret is configured, and the digest of that secret."""
     if settings.bootstrap_client_secret is not None and client_id == settings.bootstrap_client_id:
         client = Client(
             id=client_id, name="bootstrap", confidential=True, grant_types=frozenset({CLIENT_CREDENTIALS}),
@@ -245,7 +246,7 @@ def _builtin(settings: Settings, client_id: str) -> tuple[Client | None, list[by
 
 async def active(settings: Settings, sessions: async_sessionmaker[Any], client_id: str) -> bool:
     """Is this client still allowed tokens? For introspecting a client-credentials token."""
-    if _builtin(settings, client_id)[0] is not None:
+    if builtin(settings, client_id)[0] is not None:
         return True
     async with sessions() as db:
         row = await queries.by_id(db, client_id)

@@ -871,7 +871,7 @@ def test_the_bootstrap_client_gets_a_generated_secret_that_the_service_authentic
     assert (ref["name"], ref["key"]) == (f"{FULLNAME}-credentials", "bootstrap-client-secret")
     config = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
     settings = require("service.config").Settings.from_environ({**config, "AUTH_BOOTSTRAP_CLIENT_SECRET": generated})
-    client, hashes = require("service.clients")._builtin(settings, "bootstrap")
+    client, hashes = require("service.clients").builtin(settings, "bootstrap")
     assert client is not None and client.scopes == frozenset({"admin"}) and "client_credentials" in client.grant_types
     assert hashes == [require("service.clients").digest(generated)]
 

@@ -62,7 +62,9 @@ DEFAULTS: dict[str, Any] = {
         "refreshTtlSeconds": 604800,
         "sessionMaxAgeSeconds": 2592000,
         "reuseGraceSeconds": 0,
+        "clientCredentialsTtlSeconds": 900,
     },
+    "cors": {"allowedOrigins": []},
     "cleanup": {"schedule": "*/10 * * * *", "batchSize": 1000, "retentionSeconds": 604800},
 }
 
@@ -140,6 +142,8 @@ def settings_env(spec: Mapping[str, Any]) -> dict[str, str]:
         "AUTH_REFRESH_TOKEN_TTL": _text(tokens["refreshTtlSeconds"]),
         "AUTH_SESSION_MAX_AGE": _text(tokens["sessionMaxAgeSeconds"]),
         "AUTH_REFRESH_REUSE_GRACE": _text(tokens["reuseGraceSeconds"]),
+        "AUTH_CLIENT_TOKEN_TTL": _text(tokens["clientCredentialsTtlSeconds"]),
+        "AUTH_CORS_ORIGINS": ",".join(s["cors"]["allowedOrigins"]),
         "AUTH_CLEANUP_BATCH_SIZE": _text(cleanup["batchSize"]),
         "AUTH_CLEANUP_RETENTION": _text(cleanup["retentionSeconds"]),
     }

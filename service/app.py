@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service import database, errors, keys, metrics, migrations, routes, store, telemetry, tokens, web
 from service.cache import Cache
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> Starlette:
                     reads=database.sessionmaker(read_engine) if read_engine else sessions,
                     hasher=hasher,
                     keys=keyset,
-                    verifier=tokens.Verifier(keyset, settings.jwt_issuer, settings.jwt_audience),
+                    verifier=tokens.Verifier(keyset, settings.issuer, settings.jwt_audience),
                     jwks=keyset.jwks_json(),
                     store=shared,
                     limiter=Limiter(settings, shared),
@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*routes.ALL, metrics.ROUTE],
         lifespan=lifespan,
         middleware=[
+            *web.cors(settings.cors_origins),  # outermost: preflights are answered before routing
             Middleware(web.NoStore),
             Middleware(web.BodyLimit, limit=settings.max_body_bytes),
         ],
@@ -99,7 +100,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
-    return web.error_response(cast(errors.ServiceError, exc))
+    return web.error_response(cast(errors.ServiceError, exc), oauth=request.url.path.startswith(web.OAUTH_PREFIX))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -124,7 +125,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": "internal_error", "detail": "Internal server error"}, status_code=500)
+    return web.error_response(errors.InternalError())
 
 
 def main() -> Starlette:

@@ -1,4 +1,4 @@
-"""``authsvc``: serve | migrate | cleanup | keys generate | check-config."""
+"""``authsvc``: serve | migrate | cleanup | keys generate | clients … | check-config."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -50,6 +51,28 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--kid", default=None, help="key id (default: a UTC timestamp)")
     generate.add_argument("--algorithm", choices=["EdDSA", "RS256", "ES256"], default="EdDSA")
 
+    clients = commands.add_parser("clients", help="register and manage OAuth 2.0 clients (docs/oauth.md)")
+    client_commands = clients.add_subparsers(dest="clients_command", required=True, metavar="ACTION")
+    create = client_commands.add_parser(
+        "create", help='register a client; prints {"client_id", "client_secret"} (the secret is shown only here)'
+    )
+    create.add_argument("name", help="a name for people (1-100 characters)")
+    create.add_argument("--grant-type", action="append", required=True, dest="grant_types",
+                        choices=["client_credentials", "password", "refresh_token"], help="repeat for several")
+    create.add_argument("--scope", default="", help='space-separated scopes it may be granted, e.g. "orders:read"')
+    create.add_argument("--audience", action="append", default=[], dest="audiences",
+                        help="an audience (aud) its client-credentials tokens may carry; repeat for several")
+    create.add_argument("--public", action="store_true", help="a public client: no secret (password grant only)")
+    create.add_argument("--token-ttl", type=int, default=None, help="access-token lifetime in seconds (default: "
+                        "AUTH_CLIENT_TOKEN_TTL for client credentials, AUTH_ACCESS_TOKEN_TTL for users)")
+    client_commands.add_parser("list", help="every client as JSON (never a secret)")
+    disable = client_commands.add_parser("disable", help="refuse the client from now on and end its sessions")
+    disable.add_argument("client_id")
+    rotate = client_commands.add_parser("rotate-secret", help="print a new secret; the old one stays valid a while")
+    rotate.add_argument("client_id")
+    rotate.add_argument("--keep-previous", type=int, default=86400, metavar="SECONDS",
+                        help="how long the current secret stays valid beside the new one (default 86400)")
+
     commands.add_parser("check-config", help="validate the AUTH_* settings and exit")
     return top
 
@@ -83,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = keys.generate(args.dir or settings.keys_dir, args.kid, args.algorithm)
             print(path)
             return 0
+        case "clients":
+            if settings.embedded:  # the laptop default sets itself up, as `serve` does
+                from service import migrations
+
+                migrations.upgrade(settings)
+            return asyncio.run(manage_clients(settings, args))
         case "check-config":
             print("configuration ok")
             return 0
@@ -163,6 +192,45 @@ async def cleanup(settings: Settings, loop: bool, interval: int) -> int:
                 return 0
     finally:
         await engine.dispose()
+
+
+async def manage_clients(settings: Settings, args: argparse.Namespace) -> int:
+    """``authsvc clients …``: JSON on stdout; a refusal is one line on stderr and exit status 1."""
+    from service import clients, database, errors
+
+    engine = database.create_engine(settings, settings.database_url, pool=False)
+    sessions = database.sessionmaker(engine)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        match args.clients_command:
+            case "create":
+                scopes = clients.parse_scope(args.scope) or frozenset()
+                client, secret = await clients.register(
+                    sessions, name=args.name, grant_types=args.grant_types, scopes=scopes,
+                    audiences=args.audiences, confidential=not args.public, access_token_ttl=args.token_ttl, now=now,
+                )
+                print(json.dumps({"client_id": client.id, "client_secret": secret}))
+            case "list":
+                print(json.dumps([client.shape() for client in await clients.every(sessions)], indent=2))
+            case "disable":
+                if not await clients.disable(sessions, args.client_id, now):
+                    print(f"authsvc: no client {args.client_id}", file=sys.stderr)
+                    return 1
+                print(json.dumps({"client_id": args.client_id, "disabled": True}))
+            case "rotate-secret":
+                secret = await clients.rotate_secret(sessions, args.client_id, args.keep_previous, now)
+                if secret is None:
+                    print(f"authsvc: no enabled confidential client {args.client_id}", file=sys.stderr)
+                    return 1
+                until = now + dt.timedelta(seconds=args.keep_previous)
+                print(json.dumps({"client_id": args.client_id, "client_secret": secret,
+                                  "previous_secret_valid_until": until.isoformat()}))
+    except errors.ServiceError as exc:
+        print(f"authsvc: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,12 @@ LINKS = [
     ("/api/v1/auth/logout-all", "logout-all", "POST"),
     ("/api/v1/auth/me", "me", "GET"),
     ("/api/v1/auth/introspect", "introspect", "POST"),
+    ("/oauth2/token", "oauth2-token", "POST"),
+    ("/oauth2/revoke", "oauth2-revoke", "POST"),
+    ("/oauth2/introspect", "oauth2-introspect", "POST"),
     ("/.well-known/jwks.json", "jwks", "GET"),
+    ("/.well-known/oauth-authorization-server", "oauth-authorization-server", "GET"),
+    ("/.well-known/openid-configuration", "openid-configuration", "GET"),
     ("/health/readiness", "readiness", "GET"),
     ("/openapi.json", "openapi", "GET"),
 ]
@@ -53,8 +58,12 @@ COMPONENTS: dict[str, Any] = {
     **_components,
     "Error": {
         "type": "object",
-        "required": ["error", "detail"],
-        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+        "required": ["error", "error_description", "detail"],
+        "properties": {
+            "error": {"type": "string", "description": "a code; on /oauth2/* one of RFC 6749 §5.2"},
+            "error_description": {"type": "string", "description": "the message (RFC 6749 §5.2)"},
+            "detail": {"type": "string", "description": "the same message, where the old app's clients read it"},
+        },
     },
     "User": {
         "type": "object",
@@ -88,6 +97,43 @@ COMPONENTS: dict[str, Any] = {
         },
     },
     "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+    "OAuthTokenForm": {
+        "type": "object",
+        "required": ["grant_type"],
+        "description": "RFC 6749 §4.3, §6, §4.4; client credentials by HTTP Basic or as client_id/client_secret here",
+        "properties": {
+            "grant_type": {"enum": ["password", "refresh_token", "client_credentials"]},
+            "username": {"type": "string", "description": "password grant: username, or email when it holds an @"},
+            "password": {"type": "string"},
+            "refresh_token": {"type": "string"},
+            "scope": {"type": "string", "description": "space-separated; must be a subset of what is allowed"},
+            "resource": {"type": "string", "description": "RFC 8707: one of the client's audiences"},
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string"},
+        },
+    },
+    "OAuthToken": {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "scope"],
+        "properties": {
+            "access_token": {"type": "string", "description": "RFC 9068 JWT (typ at+jwt); verify with the JWKS"},
+            "token_type": {"const": "bearer"},
+            "expires_in": {"type": "integer"},
+            "scope": {"type": "string"},
+            "refresh_token": {"type": "string", "description": "password and refresh_token grants only"},
+            "refresh_expires_in": {"type": "integer"},
+        },
+    },
+    "OAuthTokenParam": {
+        "type": "object",
+        "required": ["token"],
+        "properties": {
+            "token": {"type": "string"},
+            "token_type_hint": {"enum": ["access_token", "refresh_token"], "description": "accepted and not needed"},
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string"},
+        },
+    },
     "Introspection": {
         "type": "object",
         "required": ["active"],
@@ -101,7 +147,9 @@ COMPONENTS: dict[str, Any] = {
             "sid": {"type": "string"},
             "jti": {"type": "string"},
             "iss": {"type": "string"},
-            "aud": {"type": "string"},
+            "aud": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "scope": {"type": "string"},
+            "client_id": {"type": "string"},
         },
     },
     "Health": {
@@ -113,6 +161,22 @@ COMPONENTS: dict[str, Any] = {
         },
     },
     "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
+    "ServerMetadata": {
+        "type": "object",
+        "description": "RFC 8414 authorization server metadata; every URL is absolute, under the issuer",
+        "required": ["issuer", "token_endpoint", "jwks_uri", "response_types_supported"],
+        "properties": {
+            "issuer": {"type": "string", "format": "uri"},
+            "token_endpoint": {"type": "string", "format": "uri"},
+            "jwks_uri": {"type": "string", "format": "uri"},
+            "revocation_endpoint": {"type": "string", "format": "uri"},
+            "introspection_endpoint": {"type": "string", "format": "uri"},
+            "grant_types_supported": {"type": "array", "items": {"type": "string"}},
+            "response_types_supported": {"type": "array", "items": {"type": "string"}},
+            "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
+            "scopes_supported": {"type": "array", "items": {"type": "string"}},
+        },
+    },
 }
 
 FORM = "application/x-www-form-urlencoded"
@@ -200,8 +264,59 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/oauth2/token": {
+        "post": {
+            "summary": "OAuth 2.0 token endpoint (RFC 6749): password, refresh_token, client_credentials",
+            "security": [{"clientBasic": []}, {}],
+            "requestBody": _body("OAuthTokenForm", FORM),
+            "responses": {
+                "200": _json("tokens", "OAuthToken"),
+                "400": _error("RFC 6749 §5.2: invalid_request, invalid_grant, unsupported_grant_type, "
+                              "invalid_scope, unauthorized_client; RFC 8707 invalid_target"),
+                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
+                "413": _error("body too large"),
+                "429": LIMITED,
+                "503": _error("password checks overloaded; see Retry-After"),
+            },
+        }
+    },
+    "/oauth2/revoke": {
+        "post": {
+            "summary": "RFC 7009 revocation: ends the session of a refresh or user access token",
+            "security": [{"clientBasic": []}, {}],
+            "requestBody": _body("OAuthTokenParam", FORM),
+            "responses": {
+                "200": {"description": "revoked, or nothing to revoke"},
+                "400": _error("invalid_request; unauthorized_client for another client's token"),
+                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
+                "429": LIMITED,
+            },
+        }
+    },
+    "/oauth2/introspect": {
+        "post": {
+            "summary": "RFC 7662 introspection, for confidential clients",
+            "security": [{"clientBasic": []}],
+            "requestBody": _body("OAuthTokenParam", FORM),
+            "responses": {
+                "200": _json("token state", "Introspection"),
+                "400": _error("invalid_request"),
+                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
+                "429": LIMITED,
+            },
+        }
+    },
     "/.well-known/jwks.json": {
         "get": {"summary": "Every accepted signing key", "responses": {"200": _json("JWKS", "JWKS")}}
+    },
+    "/.well-known/oauth-authorization-server": {
+        "get": {"summary": "RFC 8414 discovery", "responses": {"200": _json("metadata", "ServerMetadata")}}
+    },
+    "/.well-known/openid-configuration": {
+        "get": {
+            "summary": "OpenID Connect Discovery (the fields that apply)",
+            "responses": {"200": _json("metadata", "ServerMetadata")},
+        }
     },
     "/health/liveness": {"get": {"responses": {"200": _json("alive", "Health")}}},
     "/health/readiness": {
@@ -222,7 +337,8 @@ DOCUMENT: dict[str, Any] = {
     "info": {
         "title": "authsvc",
         "version": __version__,
-        "description": "Authentication service. Errors are JSON {error, detail}.",
+        "description": "Authentication service and OAuth 2.0 authorization server (docs/oauth.md). "
+        "Errors are JSON {error, error_description, detail}.",
     },
     "paths": PATHS,
     "components": {
@@ -230,6 +346,7 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             "introspectionBasic": {"type": "http", "scheme": "basic"},
+            "clientBasic": {"type": "http", "scheme": "basic", "description": "client_secret_basic"},
             "introspectionBearer": {"type": "http", "scheme": "bearer"},
         },
     },

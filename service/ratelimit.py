@@ -64,6 +64,7 @@ class Limiter:
             "token_user": parse(settings.rate_limit_token_per_user),
             "refresh": parse(settings.rate_limit_refresh),
             "introspect": parse(settings.rate_limit_introspect),
+            "client": parse(settings.rate_limit_client),  # per client id: each client authentication
         }
         self.store = store
         self.memory_store = store if isinstance(store, MemoryStore) else MemoryStore()

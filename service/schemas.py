@@ -14,7 +14,7 @@ import msgspec
 from email_validator import EmailNotValidError, validate_email
 from starlette.datastructures import FormData
 
-from service import errors, passwords
+from service import clients, errors, passwords
 from service.db.models import User
 
 Username = Annotated[
@@ -44,10 +44,17 @@ class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
 class PasswordGrant(msgspec.Struct):
     username: str
     password: str
+    scope: frozenset[str] | None = None  # None: none asked (the old route never asks)
 
 
 class RefreshGrant(msgspec.Struct):
     refresh_token: str
+    scope: frozenset[str] | None = None
+
+
+class ClientCredentialsGrant(msgspec.Struct):
+    scope: frozenset[str] | None = None
+    resources: tuple[str, ...] = ()  # RFC 8707 `resource`, which may repeat
 
 
 def _decode(body: bytes, kind: type[Any]) -> Any:
@@ -88,14 +95,47 @@ def _field(form: FormData, name: str, *, max_length: int = 2048) -> str:
 
 
 def parse_token_form(form: FormData) -> PasswordGrant | RefreshGrant:
+    """The old route: grant_type defaults to password; `scope`, `client_id` and the rest are ignored."""
     grant = form.get("grant_type") or "password"
     if grant == "password":
-        password = _field(form, "password", max_length=1024)
-        passwords.encode(password)
-        return PasswordGrant(username=_field(form, "username", max_length=320), password=password)
+        return _password_grant(form)
     if grant == "refresh_token":
         return RefreshGrant(refresh_token=_field(form, "refresh_token"))
-    raise errors.InvalidRequest("grant_type must be `password` or `refresh_token`")
+    raise errors.UnsupportedGrantType()
+
+
+def parse_oauth_token_form(form: FormData) -> PasswordGrant | RefreshGrant | ClientCredentialsGrant:
+    """RFC 6749 §4.3, §6, §4.4 on /oauth2/token: grant_type is required, parameters appear at most once."""
+    for name in ("grant_type", "username", "password", "refresh_token", "scope"):
+        if len(form.getlist(name)) > 1:
+            raise errors.InvalidRequest(f"form field `{name}` is given more than once")
+    grant = _field(form, "grant_type", max_length=64)
+    scope = clients.parse_scope(_optional(form, "scope"))
+    if grant == "password":
+        return msgspec.structs.replace(_password_grant(form), scope=scope)
+    if grant == "refresh_token":
+        return RefreshGrant(refresh_token=_field(form, "refresh_token"), scope=scope)
+    if grant == "client_credentials":
+        resources = [value for value in form.getlist("resource") if isinstance(value, str) and value]
+        if any(len(value) > 512 or "#" in value for value in resources):
+            raise errors.InvalidTarget("resource must be an absolute URI without a fragment (RFC 8707)")
+        return ClientCredentialsGrant(scope=scope, resources=tuple(resources))
+    raise errors.UnsupportedGrantType("grant_type must be password, refresh_token or client_credentials")
+
+
+def _password_grant(form: FormData) -> PasswordGrant:
+    password = _field(form, "password", max_length=1024)
+    passwords.encode(password)
+    return PasswordGrant(username=_field(form, "username", max_length=320), password=password)
+
+
+def _optional(form: FormData, name: str, *, max_length: int = 2048) -> str | None:
+    value = form.get(name)
+    if not isinstance(value, str) or value == "":
+        return None
+    if len(value) > max_length:
+        raise errors.InvalidRequest(f"form field `{name}` is longer than {max_length} characters")
+    return value
 
 
 def parse_token_param(form: FormData) -> str:

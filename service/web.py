@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,13 +16,46 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import errors
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+OAUTH_PREFIX = "/oauth2/"  # the standard endpoints: RFC 6749 §5.2 status codes and error codes
+# RFC 6749 §5.2: error_description is limited to these characters
+_DESCRIPTION_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5B\x5D-\x7E]')
 
 
-def error_response(exc: errors.ServiceError) -> JSONResponse:
-    """The one place a ServiceError becomes HTTP: ``{"error": code, "detail": message}``."""
+def error_response(exc: errors.ServiceError, *, oauth: bool = False) -> JSONResponse:
+    """The one place a ServiceError becomes HTTP: ``{"error", "error_description", "detail"}``.
+
+    ``error_description`` is what OAuth libraries show (RFC 6749 §5.2); ``detail`` is what the old
+    app's clients read. ``oauth`` picks the RFC's status and code (the `/oauth2/*` endpoints) over
+    the old app's; a challenge header goes only with a 401.
+    """
+    status = (exc.oauth_status or exc.status_code) if oauth else exc.status_code
+    code = (exc.oauth_code or exc.code) if oauth else exc.code
+    headers = {k: v for k, v in exc.headers().items() if status == 401 or k != "WWW-Authenticate"}
     return JSONResponse(
-        {"error": exc.code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers()
+        {"error": code, "error_description": _DESCRIPTION_UNSAFE.sub("?", exc.detail), "detail": exc.detail},
+        status_code=status,
+        headers=headers,
     )
+
+
+def cors(origins: tuple[str, ...]) -> list[Middleware]:
+    """Browser apps on these origins may call the API (AUTH_CORS_ORIGINS; none: no CORS headers at all).
+
+    Tokens travel in the Authorization header and the body, never in cookies, so credentials stay off.
+    """
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["WWW-Authenticate", "Retry-After"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
 
 
 class BodyLimit:
@@ -54,7 +90,7 @@ class BodyLimit:
 class NoStore:
     """RFC 6749 §5.1: responses carrying tokens or credentials must not be cached."""
 
-    def __init__(self, app: ASGIApp, prefix: str = "/api/") -> None:
+    def __init__(self, app: ASGIApp, prefix: tuple[str, ...] = ("/api/", OAUTH_PREFIX)) -> None:
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

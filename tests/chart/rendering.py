@@ -76,6 +76,14 @@ MATRIX: dict[str, dict[str, Any] | str] = {
         "secrets": {"existingSecret": "auth-creds"},
     },
     "network-policy-off": {"networkPolicy": {"enabled": False}},
+    "ingress-oauth": {
+        "ingress": {"enabled": True, "className": "nginx", "host": "auth.example.com", "tlsSecretName": "auth-tls"},
+        "oauth": {
+            "corsOrigins": ["https://app.example.com"], "bootstrapClient": {"clientId": "ops", "scopes": "admin"}
+        },
+        "networkPolicy": {"ingressFrom": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+    },
     "skaffold-dev": "values-dev.yaml",  # a values file of the chart
 }
 

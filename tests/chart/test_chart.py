@@ -54,6 +54,11 @@ CHART_MANAGED = {
     "AUTH_DATA_DIR",
     "AUTH_SIGNING_KEY_ID",
     "AUTH_INTROSPECTION_SECRET",
+    "AUTH_ISSUER",  # oauth.issuer, or derived from the Ingress or Service host
+    "AUTH_CORS_ORIGINS",  # oauth.corsOrigins
+    "AUTH_BOOTSTRAP_CLIENT_ID",  # oauth.bootstrapClient
+    "AUTH_BOOTSTRAP_CLIENT_SCOPES",
+    "AUTH_BOOTSTRAP_CLIENT_SECRET",  # generated into the credentials Secret
 }
 
 
@@ -260,7 +265,9 @@ def test_generated_secrets_survive_upgrades_and_uninstall() -> None:
     der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
     assert bytes.fromhex("06032b6570") in der  # OID 1.3.101.112: Ed25519, the service's default algorithm
     credentials = secrets[f"{rendered.fullname}-credentials"]["data"]
-    assert set(credentials) == {"database-password", "redis-password", "introspection-secret"}
+    assert set(credentials) == {
+        "database-password", "redis-password", "introspection-secret", "bootstrap-client-secret"
+    }
     for value in credentials.values():
         assert len(base64.b64decode(value)) >= 32
 
@@ -830,3 +837,72 @@ def test_the_probed_routes_exist_in_the_service() -> None:
     served = {route.path: route.methods for route in routes.ALL}
     for path in HEALTH_ROUTES.values():
         assert "GET" in served[path], path
+
+
+# ---- OAuth: issuer, bootstrap client, CORS, Ingress -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "issuer"),
+    [
+        ({}, f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local"),
+        ({"service": {"port": 8080}}, f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:8080"),
+        ({"ingress": {"enabled": True, "host": "auth.example.com"}}, "https://auth.example.com"),
+        ({"ingress": {"enabled": True, "host": "auth.example.com"}, "oauth": {"issuer": "https://id.example.com/"}},
+         "https://id.example.com"),
+        ({"config": {"AUTH_JWT_ISSUER": "https://old.example.com"}}, "https://old.example.com"),  # deprecated
+    ],
+)
+def test_the_issuer_comes_from_the_values_or_the_ingress_or_service_host(values: dict[str, Any], issuer: str) -> None:
+    config = render(values).one("ConfigMap", f"{FULLNAME}-config")["data"]
+    assert config["AUTH_ISSUER"] == issuer
+    settings = require("service.config").Settings.from_environ(config)  # the service accepts it as its issuer
+    assert settings.issuer == issuer
+
+
+def test_the_bootstrap_client_gets_a_generated_secret_that_the_service_authenticates() -> None:
+    rendered = render({})
+    secret = rendered.one("Secret", f"{FULLNAME}-credentials")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # and lookup keeps it on upgrades
+    generated = base64.b64decode(secret["data"]["bootstrap-client-secret"]).decode()
+    assert len(generated) >= 32
+    server = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in server["env"] if e["name"] == "AUTH_BOOTSTRAP_CLIENT_SECRET"]
+    assert (ref["name"], ref["key"]) == (f"{FULLNAME}-credentials", "bootstrap-client-secret")
+    config = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    settings = require("service.config").Settings.from_environ({**config, "AUTH_BOOTSTRAP_CLIENT_SECRET": generated})
+    client, hashes = require("service.clients").builtin(settings, "bootstrap")
+    assert client is not None and client.scopes == frozenset({"admin"}) and "client_credentials" in client.grant_types
+    assert hashes == [require("service.clients").digest(generated)]
+
+
+def test_a_given_bootstrap_secret_is_used_and_a_disabled_client_gets_none() -> None:
+    given = render({"secrets": {"bootstrapClientSecret": "given-secret"}}).one("Secret", f"{FULLNAME}-credentials")
+    assert base64.b64decode(given["data"]["bootstrap-client-secret"]) == b"given-secret"
+    off = render({"oauth": {"bootstrapClient": {"enabled": False}}})
+    assert "bootstrap-client-secret" not in off.one("Secret", f"{FULLNAME}-credentials")["data"]
+    server = off.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    assert "AUTH_BOOTSTRAP_CLIENT_SECRET" not in {e["name"] for e in server["env"]}
+    assert "AUTH_BOOTSTRAP_CLIENT_ID" not in off.one("ConfigMap", f"{FULLNAME}-config")["data"]
+
+
+def test_cors_origins_reach_the_service_only_when_given() -> None:
+    assert "AUTH_CORS_ORIGINS" not in render({}).one("ConfigMap", f"{FULLNAME}-config")["data"]
+    config = render(values_of("ingress-oauth")).one("ConfigMap", f"{FULLNAME}-config")["data"]
+    assert config["AUTH_CORS_ORIGINS"] == "https://app.example.com"
+    assert require("service.config").Settings.from_environ(config).cors_origins == ("https://app.example.com",)
+
+
+def test_the_ingress_exposes_the_public_routes_and_never_metrics_or_probes() -> None:
+    assert render({}).kind("Ingress") == []
+    (ingress,) = render(values_of("ingress-oauth")).kind("Ingress")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "auth.example.com"
+    assert ingress["spec"]["tls"] == [{"hosts": ["auth.example.com"], "secretName": "auth-tls"}]
+    paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
+    assert paths == {("/api/", "Prefix"), ("/oauth2/", "Prefix"), ("/.well-known/", "Prefix"), ("/", "Exact"),
+                     ("/openapi.json", "Exact")}
+    assert {p["backend"]["service"]["port"]["name"] for p in rule["http"]["paths"]} == {"http"}
+    served = {route.path for route in require("service.routes").ALL}
+    for path, kind in paths:  # every exposed path leads somewhere the service serves
+        assert any(route == path or (kind == "Prefix" and route.startswith(path)) for route in served), path

@@ -32,6 +32,7 @@ def environ(stack: Stack, keys_dir: Path, **overrides: str) -> dict[str, str]:
         "AUTH_DB_STATEMENT_CACHE_SIZE": "0",  # PgBouncer 1.18 in transaction mode
         "AUTH_REDIS_URL": stack.redis_url,
         "AUTH_KEYS_DIR": str(keys_dir),
+        "AUTH_ISSUER": BASE,
         "AUTH_BCRYPT_COST": "4",
         "AUTH_HASH_WORKERS": "2",
         "AUTH_INTROSPECTION_SECRET": "introspection-secret",
@@ -65,7 +66,7 @@ async def wipe(stack: Stack) -> None:
     engine = create_async_engine(stack.admin_url)
     try:
         async with engine.begin() as connection:
-            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens CASCADE"))
+            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens, clients CASCADE"))
     finally:
         await engine.dispose()
     if stack.redis.running:
@@ -82,6 +83,7 @@ class Running:
 
     client: httpx.AsyncClient
     resources: Resources
+    transport: httpx.AsyncBaseTransport | None = None  # for other clients of the same app (authlib)
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ async def running_app(settings: Settings, stack: Stack) -> AsyncIterator[Any]:
         async with LifespanManager(create_app(s)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-                yield Running(client, manager._state["resources"])
+                yield Running(client, manager._state["resources"], transport)
 
     yield start
     await wipe(stack)

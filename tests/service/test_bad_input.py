@@ -80,7 +80,7 @@ async def test_malformed_bodies_and_wrong_content_types_are_4xx(
 ) -> None:
     response = await app.client.post(REGISTER, content=content, headers={"Content-Type": content_type})
     assert response.status_code == status
-    assert set(response.json()) == {"error", "detail"}
+    assert set(response.json()) == {"error", "error_description", "detail"}
     assert await users_count(app) == 0
 
 
@@ -122,7 +122,7 @@ async def test_token_endpoint_refuses_json_and_non_utf8_forms(client: httpx.Asyn
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert 400 <= garbage.status_code < 500
-    assert set(garbage.json()) == {"error", "detail"}
+    assert set(garbage.json()) == {"error", "error_description", "detail"}
 
 
 @pytest.mark.parametrize(

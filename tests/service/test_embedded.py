@@ -55,3 +55,24 @@ async def test_concurrent_refreshes_on_sqlite_also_yield_one_success(sqlite_sett
                 *(client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}) for _ in range(6))
             )
             assert sorted(r.status_code for r in responses) == [200] + [401] * 5
+
+
+async def test_upgrading_an_embedded_database_keeps_its_sessions_and_refresh_tokens(sqlite_settings: Settings) -> None:
+    """0002 adds columns to sessions: copying the table instead (SQLite's usual way) would cascade-delete
+    every refresh token, logging everybody out of the laptop install."""
+    import anyio
+
+    from service import keys, migrations
+
+    await anyio.to_thread.run_sync(migrations.upgrade, sqlite_settings, "0001")
+    keys.ensure(sqlite_settings.keys_dir)
+    async with LifespanManager(create_app(sqlite_settings)) as manager:  # upgrades itself to head on start
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            pair = await login(client, await register(client))
+    await anyio.to_thread.run_sync(migrations.downgrade, sqlite_settings, "0001")
+    async with LifespanManager(create_app(sqlite_settings)) as manager:  # and up again
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            rotated = await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+            assert rotated.status_code == 200, rotated.text

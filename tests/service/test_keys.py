@@ -31,7 +31,7 @@ def test_each_algorithm_signs_and_verifies(tmp_path: Path, algorithm: str) -> No
     assert path.stat().st_mode & 0o777 == 0o600
     keyset = keys.load(tmp_path, None)
     token = issue(keyset)
-    assert jwt.get_unverified_header(token) == {"alg": algorithm, "kid": "k1", "typ": "JWT"}
+    assert jwt.get_unverified_header(token) == {"alg": algorithm, "kid": "k1", "typ": "at+jwt"}  # RFC 9068
     assert verify(keyset, token).username == "alice"
     assert keyset.jwks()["keys"][0]["alg"] == algorithm
 

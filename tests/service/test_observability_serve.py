@@ -34,11 +34,11 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, stack: Stack, tmp_path: Path, *args: str, **env: str
+    settings: Settings, stack: Stack, tmp_path: Path, *args: str, port: int | None = None, **env: str
 ) -> AsyncIterator[tuple[str, Path, Path]]:
     """``authsvc serve`` in a child process; yields its base URL and the files its stdout and stderr go to."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_", "AUTH_"))}
-    port = free_port()
+    port = port or free_port()
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(

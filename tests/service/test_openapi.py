@@ -59,6 +59,20 @@ async def test_documented_status_codes_are_the_ones_the_routes_answer(
     assert seen == {200, 401} and seen <= documented(document, me, "get")
 
 
+async def test_documented_status_codes_of_the_oauth_token_endpoint_are_the_ones_it_answers(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    token = "/oauth2/token"
+    login = {"grant_type": "password", "username": "alice"}
+    seen = {
+        (await client.post(token, data={**login, "password": PASSWORD})).status_code,
+        (await client.post(token, data={**login, "password": "wrong password"})).status_code,
+        (await client.post(token, data={"grant_type": "client_credentials"})).status_code,
+    }
+    assert seen == {200, 400, 401} and seen <= documented(document, token, "post")
+
+
 async def test_request_schemas_carry_the_enforced_limits(client: httpx.AsyncClient) -> None:
     schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
     username = schemas["Register"]["properties"]["username"]

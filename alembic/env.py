@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from service import database
 from service.config import Settings
 from service.db.models import Base

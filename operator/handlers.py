@@ -1,4 +1,4 @@
-"""The AuthConfig operator: ``kopf run --standalone --namespace NS -m authsvc_operator``.
+"""The AuthConfig operator: ``kopf run --standalone --namespace NS -m authsvc_operator.handlers``.
 
 One idempotent reconcile serves create, update and resume, and a timer re-runs it to put back what
 someone changed by hand. Every write is preceded by a read and skipped when nothing differs, so a

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
         "(docs/configuration.md); with none set it runs on SQLite in ./.authsvc.",
     )
     top.add_argument("--version", action="version", version=f"authsvc {__version__}")
+    top.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP service under uvicorn")
@@ -51,25 +53,50 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--algorithm", choices=["EdDSA", "RS256", "ES256"], default="EdDSA")
 
     commands.add_parser("check-config", help="validate the AUTH_* settings and exit")
+
+    # `authsvc CMD --debug` as well as `authsvc --debug CMD`; SUPPRESS: a command's default must not undo the latter
+    for command in [*commands.choices.values(), generate]:
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of a failure")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every failure ends as one line on stderr naming what is wrong and what to do, and a non-zero exit;
+    the traceback too with ``--debug`` or AUTH_LOG_LEVEL=DEBUG."""
     args = parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = Settings.from_environ(os.environ)
-    except ConfigError as exc:
-        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
+        logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
+        return run(args, settings)
+    except Exception as exc:
+        if args.debug or os.environ.get("AUTH_LOG_LEVEL", "").strip().upper() == "DEBUG":
+            traceback.print_exc()
+        if isinstance(exc, ConfigError):
+            print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+            return 2
+        from service import startup
+
+        print(f"authsvc: {startup.explain(exc, settings)}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "serve":
+            from service import startup
+
+            # in this process, before uvicorn: a failure in the workers' lifespan would print tracebacks
+            log.info("%s", asyncio.run(startup.check_serve(settings, args.host, args.port, args.workers)))
             return serve(args.host, args.port, args.workers, settings.log_level)
         case "migrate":
-            from service import migrations
+            from service import migrations, startup
 
+            asyncio.run(startup.revision(settings))  # reachable, and not ahead of this release
             migrations.upgrade(settings, args.revision)
-            print(f"schema at {args.revision}")
+            target = migrations.head(settings) if args.revision == "head" else args.revision
+            print(f"schema at {target} on {startup.where(settings.database_url)}")
             return 0
         case "cleanup":
             if args.metrics_port:

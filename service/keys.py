@@ -74,6 +74,8 @@ def load(directory: Path, signing_kid: str | None) -> KeySet:
             keys[kid] = _read(path, kid)
         except ValueError as exc:
             raise ConfigError(f"AUTH_KEYS_DIR: {path.name}: {exc}") from None
+        except OSError as exc:  # unreadable: permissions, a folder or a dangling link named *.pem
+            raise ConfigError(f"AUTH_KEYS_DIR: cannot read {path}: {exc.strerror or exc}") from None
     private = [key for key in keys.values() if key.private is not None]
     if not private:
         raise ConfigError(

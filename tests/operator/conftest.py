@@ -166,17 +166,16 @@ def operator_env(monkeypatch: pytest.MonkeyPatch, drift_interval: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running_operator(cluster: Cluster, liveness_port: int) -> AsyncIterator[KopfRunner]:
-    """``kopf run -m authsvc_operator`` in a thread of its own, logged in to the emulator."""
+    """``kopf run -m authsvc_operator.handlers`` in a thread of its own, logged in to the emulator."""
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
-    # `kopf run -m` imports the package, and importing it registers the handlers (into the registry kopf
-    # makes the default) and reads AUTHCONFIG_*. Python imports a module once per process: forget the
-    # operator's package and handlers so this run imports them afresh, as a new operator pod does.
-    for name in ("authsvc_operator", "authsvc_operator.handlers"):
-        sys.modules.pop(name, None)
+    # `kopf run -m` imports the module, and importing it registers the handlers (into the registry kopf
+    # makes the default) and reads AUTHCONFIG_*. Python imports a module once per process: forget it, so
+    # that this run imports it afresh, as a new operator pod does.
+    sys.modules.pop("authsvc_operator.handlers", None)
     runner = KopfRunner(
         ["run", "--standalone", "--namespace", cluster.namespace,
-         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", "-m", "authsvc_operator"],
+         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", "-m", "authsvc_operator.handlers"],
         registry=registry,
         timeout=30,
     )

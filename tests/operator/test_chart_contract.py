@@ -61,7 +61,7 @@ def test_the_operator_runs_kopf_standalone_on_the_installed_package_with_its_liv
     args = container["args"]
     assert args[0] == "run" and "--standalone" in args
     assert f"--namespace={NAMESPACE}" in args
-    assert args[-1] == "--module=authsvc_operator"  # the installed package, not a path in the image
+    assert args[-1] == "--module=authsvc_operator.handlers"  # the installed package, not a path in the image
     assert importlib.util.find_spec("authsvc_operator.handlers") is not None
     assert "--liveness=http://0.0.0.0:8080/healthz" in args
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]

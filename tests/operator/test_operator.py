@@ -1,4 +1,4 @@
-"""End to end: ``kopf run -m authsvc_operator`` against kmock's emulated API server on loopback.
+"""End to end: ``kopf run -m authsvc_operator.handlers`` against kmock's emulated API server on loopback.
 
 Each test starts the operator in its own thread (``KopfRunner``) and waits on conditions the emulator
 re-checks after every request it serves; nothing waits on the clock. The timer runs every 0.5 s and a

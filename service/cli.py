@@ -105,9 +105,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 prometheus_client.start_http_server(args.metrics_port)  # a daemon thread
             return asyncio.run(cleanup(settings, args.loop, args.interval or settings.cleanup_interval))
         case "keys":
-            from service import keys
+            from service import keys, startup
 
-            path = keys.generate(args.dir or settings.keys_dir, args.kid, args.algorithm)
+            try:
+                path = keys.generate(args.dir or settings.keys_dir, args.kid, args.algorithm)
+            except FileExistsError as exc:
+                raise startup.StartupError(f"{exc.filename} exists: keys are never overwritten; pick another --kid") \
+                    from None
+            except ValueError as exc:
+                raise startup.StartupError(f"--kid: {exc}") from None
             print(path)
             return 0
         case "check-config":

@@ -79,7 +79,8 @@ def load(directory: Path, signing_kid: str | None) -> KeySet:
     private = [key for key in keys.values() if key.private is not None]
     if not private:
         raise ConfigError(
-            f"AUTH_KEYS_DIR: no private key (<kid>.pem) in {directory}; create one with `authsvc keys generate`"
+            f"AUTH_KEYS_DIR: no private key (<kid>.pem) in {directory}; create one with "
+            f"`authsvc keys generate --dir {directory}`"
         )
     if signing_kid is None:
         if len(private) > 1:

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio.to_thread
@@ -61,6 +62,8 @@ def reason(exc: BaseException) -> str:
     cause: BaseException = exc
     if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         cause = exc.orig.__cause__ or exc.orig  # asyncpg's own error, under the DBAPI adapter's
+    elif isinstance(exc, RedisError) and isinstance(exc.__context__, OSError | TimeoutError):
+        cause = exc.__context__  # the socket's error, under redis-py's "Error 111 connecting to …"
     if isinstance(cause, TimeoutError):
         return "no answer in time"
     if isinstance(cause, socket.gaierror):
@@ -100,7 +103,10 @@ def explain(exc: BaseException, settings: Settings | None) -> str:
     if settings is not None and unreachable(exc):
         return str(database_failure(settings, settings.database_url, exc))
     if isinstance(exc, OSError) and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror or exc}"
+        variable = next((name for name, folder in (("AUTH_KEYS_DIR", settings.keys_dir),
+                                                   ("AUTH_DATA_DIR", settings.data_dir))
+                         if Path(exc.filename).is_relative_to(folder)), None) if settings else None
+        return f"{exc.filename}{f' ({variable})' if variable else ''}: {(exc.strerror or str(exc)).lower()}"
     return f"unexpected {type(exc).__name__}: {reason(exc)} (run with --debug for the traceback)"
 
 
@@ -170,7 +176,8 @@ async def check_serve(settings: Settings, host: str, port: int, workers: int) ->
         redis,
         f"signing key {keyset.signing.kid} ({keyset.signing.algorithm}; {len(keyset.by_kid)} published)",
         f"bcrypt cost {settings.bcrypt_cost}",
-        f"hash pool {hash_threads(settings, workers)} threads in each of {workers} worker(s)",
+        f"hash pool of {hash_threads(settings, workers)} threads (queue {settings.hash_queue_size}) per worker",
+        f"{workers} worker{'s' if workers > 1 else ''}",
     ]
     return ", ".join(parts)
 

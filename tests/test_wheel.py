@@ -143,20 +143,40 @@ async def serving(bin_dir: Path, cwd: Path, env: dict[str, str], log: Path) -> A
     assert process.returncode in (0, -signal.SIGTERM), read(log)  # uvicorn re-raises the signal it handled
 
 
-async def round_trip(client: httpx.AsyncClient) -> None:
+async def round_trip(client: httpx.AsyncClient, username: str = "alice") -> None:
     """register → login → me → refresh → me with the new token, over HTTP."""
-    alice = {"username": "alice", "email": "alice@example.com", "password": "correct horse"}
-    registered = await client.post("/api/v1/auth/register", json=alice)
+    account = {"username": username, "email": f"{username}@example.com", "password": "correct horse"}
+    registered = await client.post("/api/v1/auth/register", json=account)
     assert registered.status_code == 201, registered.text
-    login = await client.post("/api/v1/auth/token", data={"username": "alice", "password": "correct horse"})
+    login = await client.post("/api/v1/auth/token", data={"username": username, "password": "correct horse"})
     assert login.status_code == 200, login.text
     me = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"})
-    assert (me.status_code, me.json()["username"]) == (200, "alice")
+    assert (me.status_code, me.json()["username"]) == (200, username)
     refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": login.json()["refresh_token"]})
     assert refreshed.status_code == 200, refreshed.text
     again = await client.get("/api/v1/auth/me",
                              headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"})
     assert again.status_code == 200
+
+
+async def readme_try_it(base_url: str) -> None:
+    """The README's "Try it" block, pasted into bash as it is (only the port differs)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Try it", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "localhost:8000" in block
+    script = block.replace("localhost:8000", base_url.removeprefix("http://").replace("127.0.0.1", "localhost"))
+    with anyio.fail_after(60):
+        result = await anyio.run_process(["bash", "-euo", "pipefail", "-c", script], check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    output, decoder, documents = result.stdout.decode(), json.JSONDecoder(), []
+    while output.strip():  # curl prints each body as it is, without a newline after it
+        document, end = decoder.raw_decode(output.lstrip())
+        documents.append(document)
+        output = output.lstrip()[end:]
+    registered, me, openapi = documents
+    assert registered["username"] == "alice"
+    assert me["username"] == "alice"  # the captured ACCESS_TOKEN worked
+    assert "/api/v1/auth/me" in openapi["paths"]
 
 
 def installed_only(bin_dir: Path, cwd: Path) -> None:
@@ -217,7 +237,8 @@ async def test_the_installed_wheel_serves_the_embedded_default_from_an_empty_fol
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     async with serving(venv, cwd, {}, tmp_path / "serve.log") as client:
-        await round_trip(client)
+        await readme_try_it(str(client.base_url))
+        await round_trip(client, "bob")
     assert (cwd / ".authsvc" / "auth.db").is_file()
     assert [p.name for p in (cwd / ".authsvc" / "keys").iterdir()] == ["local.pem"]
     cleaned = run(venv, cwd, {}, "cleanup")

@@ -85,11 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "serve":
-            from service import startup
-
-            # in this process, before uvicorn: a failure in the workers' lifespan would print tracebacks
-            log.info("%s", asyncio.run(startup.check_serve(settings, args.host, args.port, args.workers)))
-            return serve(args.host, args.port, args.workers, settings.log_level)
+            return serve(args.host, args.port, args.workers, settings.log_level, settings)
         case "migrate":
             from service import migrations, startup
 
@@ -122,10 +118,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 2  # unreachable: argparse requires a command
 
 
-def serve(host: str, port: int, workers: int, log_level: str = "INFO") -> int:
+def serve(host: str, port: int, workers: int, log_level: str = "INFO", settings: Settings | None = None) -> int:
     import uvicorn
 
     metrics_dir(workers)  # N workers share PROMETHEUS_MULTIPROC_DIR: /metrics answers with their sum
+    if settings is not None:
+        check(settings, host, port, workers)
     # Each worker sizes its bcrypt pool to its share of the CPUs (Settings.processes): N workers of
     # "all CPUs" each would oversubscribe the cores and starve the event loops.
     os.environ["WEB_CONCURRENCY"] = str(workers)
@@ -142,6 +140,23 @@ def serve(host: str, port: int, workers: int, log_level: str = "INFO") -> int:
         access_log=False,  # service.access logs each request, with its route, duration and ids
     )
     return 0
+
+
+def check(settings: Settings, host: str, port: int, workers: int) -> None:
+    """What ``serve`` needs, checked here before uvicorn starts: a failure in the workers' lifespan would be
+    printed with tracebacks. Logs the line saying what the service runs on.
+
+    The checks import prometheus_client. The parent of N workers serves no /metrics, so its metrics stay in
+    memory: files of its own in the shared directory would be added up as if it were one more worker.
+    """
+    shared = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None) if workers > 1 else None
+    try:
+        from service import startup  # imports prometheus_client, which picks its mode then
+
+        log.info("%s", asyncio.run(startup.check_serve(settings, host, port, workers)))
+    finally:
+        if shared is not None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
 
 
 def metrics_dir(workers: int) -> Path | None:

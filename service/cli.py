@@ -99,6 +99,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 import prometheus_client
 
                 prometheus_client.start_http_server(args.metrics_port)  # a daemon thread
+            from service import startup
+
+            asyncio.run(startup.reach(settings))  # one clear line if the database does not answer
             return asyncio.run(cleanup(settings, args.loop, args.interval or settings.cleanup_interval))
         case "keys":
             from service import keys, startup

@@ -15,11 +15,13 @@ import errno
 import logging
 import os
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio.to_thread
+import asyncpg  # type: ignore[import-untyped]  # no stubs; only its exception classes
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy import exc as sa_exc
@@ -31,6 +33,14 @@ from service.config import ConfigError, Settings
 from service.passwords import available_cpus
 
 log = logging.getLogger("service.startup")
+# what PostgreSQL answers a connection it will not take: wrong role or password, no such database, too many
+CONNECTION_REFUSALS = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.PostgresConnectionError,
+)
 
 
 class StartupError(Exception):
@@ -74,10 +84,14 @@ def reason(exc: BaseException) -> str:
     return lines[0] if lines else type(cause).__name__
 
 
-def unreachable(exc: BaseException) -> bool:
-    """A connection that could not be made or was lost, as opposed to a bug or a bad file."""
-    if isinstance(exc, sa_exc.DBAPIError | sa_exc.TimeoutError):
+def unreachable(exc: BaseException, connecting: bool = False) -> bool:
+    """A connection that could not be made or was lost, as opposed to a bug or a bad file. ``connecting``:
+    the error came from opening a connection, where any database error means the server said no."""
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | TimeoutError):
         return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        return connecting or isinstance(cause, CONNECTION_REFUSALS)
     return isinstance(exc, OSError) and exc.filename is None
 
 
@@ -102,6 +116,9 @@ def explain(exc: BaseException, settings: Settings | None) -> str:
         return str(exc)
     if settings is not None and unreachable(exc):
         return str(database_failure(settings, settings.database_url, exc))
+    if isinstance(exc, sa_exc.DBAPIError) and settings is not None:
+        return f"the database at {where(settings.database_url)} refused a statement: {reason(exc)} " \
+            "(run with --debug for the traceback)"
     if isinstance(exc, OSError) and exc.filename is not None:
         variable = next((name for name, folder in (("AUTH_KEYS_DIR", settings.keys_dir),
                                                    ("AUTH_DATA_DIR", settings.data_dir))
@@ -115,13 +132,31 @@ async def reaching(settings: Settings, url: str) -> AsyncIterator[None]:
     try:
         yield
     except Exception as exc:
-        if unreachable(exc):
+        if unreachable(exc, connecting=True):
             raise database_failure(settings, url, exc) from exc
         raise
 
 
+def open_sqlite(settings: Settings) -> None:
+    """The embedded database opens, checked with the standard library first: aiosqlite's thread that fails
+    to open it can outlive the event loop and print a traceback of its own."""
+    if not settings.embedded:
+        return
+    path = make_url(settings.database_url).database or ""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            connection.execute("PRAGMA schema_version")  # reads the file: "not a database" shows here
+    except sqlite3.Error as exc:
+        raise StartupError(
+            f"cannot open the database {path}: {str(exc).lower()}; check that AUTH_DATA_DIR "
+            f"({settings.data_dir}) is a folder this user may write"
+        ) from exc
+
+
 async def revision(settings: Settings) -> str | None:
     """The database's schema revision, after making sure it is reachable and not ahead of this release."""
+    open_sqlite(settings)
     engine = database.create_engine(settings, settings.database_url, pool=False)
     try:
         async with reaching(settings, settings.database_url):
@@ -130,6 +165,18 @@ async def revision(settings: Settings) -> str | None:
         await engine.dispose()
     migrations.refuse_unknown(settings, found)
     return found
+
+
+async def reach(settings: Settings) -> None:
+    """The database answers (``cleanup``: which runs beside pods of both releases during an upgrade, so it
+    does not insist on its own schema revision)."""
+    open_sqlite(settings)
+    engine = database.create_engine(settings, settings.database_url, pool=False)
+    try:
+        async with reaching(settings, settings.database_url), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
 
 
 def check_port(host: str, port: int) -> None:
@@ -153,6 +200,7 @@ async def check_serve(settings: Settings, host: str, port: int, workers: int) ->
     """
     check_port(host, port)
     if settings.embedded:
+        open_sqlite(settings)
         async with reaching(settings, settings.database_url):
             await anyio.to_thread.run_sync(migrations.upgrade, settings)
         keys.ensure(settings.keys_dir)

@@ -222,7 +222,7 @@ async def check_serve(settings: Settings, host: str, port: int, workers: int) ->
         *([f"read replica {where(settings.database_read_url)[len('PostgreSQL '):]}"]
           if settings.database_read_url else []),
         redis,
-        f"signing key {keyset.signing.kid} ({keyset.signing.algorithm}; {len(keyset.by_kid)} published)",
+        f"signing key {keyset.signing.kid} ({keyset.signing.algorithm}), keys {' '.join(sorted(keyset.by_kid))}",
         f"bcrypt cost {settings.bcrypt_cost}",
         f"hash pool of {hash_threads(settings, workers)} threads (queue {settings.hash_queue_size}) per worker",
         f"{workers} worker{'s' if workers > 1 else ''}",

@@ -219,7 +219,7 @@ async def test_the_installed_wheel_migrates_serves_and_cleans_up_on_postgresql(
         records = [json.loads(line) for line in read(log).splitlines()]
         (summary,) = [r["message"] for r in records if r["logger"] == "service.cli"]
         assert summary.startswith(f"authsvc 0.1.0 on PostgreSQL {database}, Redis {stack.redis_url[8:]}, "
-                                  "signing key wheel (EdDSA; 1 published), bcrypt cost 4, hash pool of ")
+                                  "signing key wheel (EdDSA), keys wheel, bcrypt cost 4, hash pool of ")
 
         cleaned = run(venv, cwd, env, "cleanup")
         assert cleaned.returncode == 0, cleaned.stderr

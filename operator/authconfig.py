@@ -10,9 +10,6 @@ An AuthConfig names a service Deployment (``spec.targetRef``). From its spec we 
 * ``<target>-cleanup``: the CronJob running ``authsvc cleanup`` with the service container's image and
   environment;
 * a checksum of each ConfigMap, stamped on the matching pod template so a change rolls the pods.
-
-The module is named ``authconfig`` rather than ``render`` because ``operator/`` is put on ``sys.path``
-(kopf does that for the script it runs): a plain word there could shadow an installed module.
 """
 
 from __future__ import annotations

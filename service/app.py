@@ -16,10 +16,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import database, errors, keys, metrics, migrations, routes, store, telemetry, tokens, web
+from service import database, errors, keys, metrics, migrations, routes, startup, store, telemetry, tokens, web
 from service.cache import Cache
 from service.config import Settings
-from service.passwords import Hasher, available_cpus
+from service.passwords import Hasher
 from service.ratelimit import Limiter
 from service.resources import Resources, State
 
@@ -30,8 +30,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         if settings.embedded:  # the laptop default sets itself up; production never runs DDL here
-            keys.ensure(settings.keys_dir)
             await anyio.to_thread.run_sync(migrations.upgrade, settings)
+            keys.ensure(settings.keys_dir)  # after the database: a failed start leaves no key behind
         keyset = keys.load(settings.keys_dir, settings.signing_key_id)
         engine = database.create_engine(settings, settings.database_url)
         read_engine = (
@@ -39,8 +39,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         hasher = Hasher(
             settings.bcrypt_cost,
-            # the container's CPUs are shared by every uvicorn worker process
-            settings.hash_workers or max(1, available_cpus() // settings.processes),
+            startup.hash_threads(settings, settings.processes),  # the workers share the container's CPUs
             settings.hash_queue_size,
             settings.hash_max_wait,
         )

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
         "(docs/configuration.md); with none set it runs on SQLite in ./.authsvc.",
     )
     top.add_argument("--version", action="version", version=f"authsvc {__version__}")
+    top.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP service under uvicorn")
@@ -74,36 +76,66 @@ def parser() -> argparse.ArgumentParser:
                         help="how long the current secret stays valid beside the new one (default 86400)")
 
     commands.add_parser("check-config", help="validate the AUTH_* settings and exit")
+
+    # `authsvc CMD --debug` as well as `authsvc --debug CMD`; SUPPRESS: a command's default must not undo the latter
+    for command in [*commands.choices.values(), generate]:
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of a failure")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every failure ends as one line on stderr naming what is wrong and what to do, and a non-zero exit;
+    the traceback too with ``--debug`` or AUTH_LOG_LEVEL=DEBUG."""
     args = parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = Settings.from_environ(os.environ)
-    except ConfigError as exc:
-        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
+        logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
+        return run(args, settings)
+    except Exception as exc:
+        if args.debug or os.environ.get("AUTH_LOG_LEVEL", "").strip().upper() == "DEBUG":
+            traceback.print_exc()
+        if isinstance(exc, ConfigError):
+            print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+            return 2
+        from service import startup
+
+        print(f"authsvc: {startup.explain(exc, settings)}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "serve":
-            return serve(args.host, args.port, args.workers, settings.log_level)
+            return serve(args.host, args.port, args.workers, settings.log_level, settings)
         case "migrate":
-            from service import migrations
+            from service import migrations, startup
 
+            asyncio.run(startup.revision(settings))  # reachable, and not ahead of this release
             migrations.upgrade(settings, args.revision)
-            print(f"schema at {args.revision}")
+            target = migrations.head(settings) if args.revision == "head" else args.revision
+            print(f"schema at {target} on {startup.where(settings.database_url)}")
             return 0
         case "cleanup":
             if args.metrics_port:
                 import prometheus_client
 
                 prometheus_client.start_http_server(args.metrics_port)  # a daemon thread
+            from service import startup
+
+            asyncio.run(startup.reach(settings))  # one clear line if the database does not answer
             return asyncio.run(cleanup(settings, args.loop, args.interval or settings.cleanup_interval))
         case "keys":
-            from service import keys
+            from service import keys, startup
 
-            path = keys.generate(args.dir or settings.keys_dir, args.kid, args.algorithm)
+            try:
+                path = keys.generate(args.dir or settings.keys_dir, args.kid, args.algorithm)
+            except FileExistsError as exc:
+                raise startup.StartupError(f"{exc.filename} exists: keys are never overwritten; pick another --kid") \
+                    from None
+            except ValueError as exc:
+                raise startup.StartupError(f"--kid: {exc}") from None
             print(path)
             return 0
         case "clients":
@@ -118,10 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # unreachable: argparse requires a command
 
 
-def serve(host: str, port: int, workers: int, log_level: str = "INFO") -> int:
+def serve(host: str, port: int, workers: int, log_level: str = "INFO", settings: Settings | None = None) -> int:
     import uvicorn
 
     metrics_dir(workers)  # N workers share PROMETHEUS_MULTIPROC_DIR: /metrics answers with their sum
+    if settings is not None:
+        check(settings, host, port, workers)
     # Each worker sizes its bcrypt pool to its share of the CPUs (Settings.processes): N workers of
     # "all CPUs" each would oversubscribe the cores and starve the event loops.
     os.environ["WEB_CONCURRENCY"] = str(workers)
@@ -138,6 +172,23 @@ def serve(host: str, port: int, workers: int, log_level: str = "INFO") -> int:
         access_log=False,  # service.access logs each request, with its route, duration and ids
     )
     return 0
+
+
+def check(settings: Settings, host: str, port: int, workers: int) -> None:
+    """What ``serve`` needs, checked here before uvicorn starts: a failure in the workers' lifespan would be
+    printed with tracebacks. Logs the line saying what the service runs on.
+
+    The checks import prometheus_client. The parent of N workers serves no /metrics, so its metrics stay in
+    memory: files of its own in the shared directory would be added up as if it were one more worker.
+    """
+    shared = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None) if workers > 1 else None
+    try:
+        from service import startup  # imports prometheus_client, which picks its mode then
+
+        log.info("%s", asyncio.run(startup.check_serve(settings, host, port, workers)))
+    finally:
+        if shared is not None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
 
 
 def metrics_dir(workers: int) -> Path | None:

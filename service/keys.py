@@ -74,10 +74,13 @@ def load(directory: Path, signing_kid: str | None) -> KeySet:
             keys[kid] = _read(path, kid)
         except ValueError as exc:
             raise ConfigError(f"AUTH_KEYS_DIR: {path.name}: {exc}") from None
+        except OSError as exc:  # unreadable: permissions, a folder or a dangling link named *.pem
+            raise ConfigError(f"AUTH_KEYS_DIR: cannot read {path}: {exc.strerror or exc}") from None
     private = [key for key in keys.values() if key.private is not None]
     if not private:
         raise ConfigError(
-            f"AUTH_KEYS_DIR: no private key (<kid>.pem) in {directory}; create one with `authsvc keys generate`"
+            f"AUTH_KEYS_DIR: no private key (<kid>.pem) in {directory}; create one with "
+            f"`authsvc keys generate --dir {directory}`"
         )
     if signing_kid is None:
         if len(private) > 1:

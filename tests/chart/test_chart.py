@@ -11,7 +11,6 @@ import base64
 import ipaddress
 import json
 import re
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +40,6 @@ kubernetes_validate = require("kubernetes_validate")
 yaml = require("yaml")
 
 FULLNAME = f"{RELEASE}-auth-platform"  # with the default values
-OPERATOR_DIR = ROOT / "operator"  # a plain folder of modules imported by bare name (docs/operator.md)
 SERVICE_IMAGE = "ghcr.io/auth-platform/authsvc"
 # Kinds that only exist with a CRD installed: kubernetes-validate has no schema for them.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
@@ -717,9 +715,7 @@ def allows(rules: list[dict[str, Any]], direction: str, peer_labels: dict[str, s
 
 def operator_cleanup_pod(rendered: Rendered) -> dict[str, Any]:
     """The pod template of the cleanup CronJob the operator builds from the rendered server Deployment."""
-    if str(OPERATOR_DIR) not in sys.path:
-        sys.path.append(str(OPERATOR_DIR))  # as `kopf run operator/handlers.py` does
-    authconfig = require("authconfig")
+    authconfig = require("authsvc_operator.authconfig")  # the operator extra
     template = rendered.one("Deployment", rendered.fullname)["spec"]["template"]
     cronjob = authconfig.cronjob({}, authconfig.Names(rendered.fullname), "auth", template)
     pod: dict[str, Any] = cronjob["spec"]["jobTemplate"]["spec"]["template"]

@@ -17,16 +17,9 @@ import yaml
 from kopf.testing import KopfRunner
 
 from tests.operator import emulator as emulator_module
-from tests.operator import schema
 
-OPERATOR_DIR = schema.ROOT / "operator"
-HANDLERS = OPERATOR_DIR / "handlers.py"
 NAMESPACE = "auth"
 TARGET = "auth"
-
-# The rendering module lives in a plain folder (see operator/handlers.py), imported the way kopf does.
-if str(OPERATOR_DIR) not in sys.path:
-    sys.path.append(str(OPERATOR_DIR))
 
 
 def service_deployment(name: str = TARGET, replicas: int = 3) -> dict[str, Any]:
@@ -173,12 +166,16 @@ def operator_env(monkeypatch: pytest.MonkeyPatch, drift_interval: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running_operator(cluster: Cluster, liveness_port: int) -> AsyncIterator[KopfRunner]:
-    """``kopf run operator/handlers.py`` in a thread of its own, logged in to the emulator."""
+    """``kopf run -m authsvc_operator.handlers`` in a thread of its own, logged in to the emulator."""
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
+    # `kopf run -m` imports the module, and importing it registers the handlers (into the registry kopf
+    # makes the default) and reads AUTHCONFIG_*. Python imports a module once per process: forget it, so
+    # that this run imports it afresh, as a new operator pod does.
+    sys.modules.pop("authsvc_operator.handlers", None)
     runner = KopfRunner(
         ["run", "--standalone", "--namespace", cluster.namespace,
-         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", str(HANDLERS)],
+         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", "-m", "authsvc_operator.handlers"],
         registry=registry,
         timeout=30,
     )

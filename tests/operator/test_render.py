@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import authconfig
 import pytest
 
+from authsvc_operator import authconfig
 from service.config import Settings
 from tests.operator import conftest, schema
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,28 @@ def sqlite_settings(tmp_path: Path) -> Iterator[Settings]:
     yield Settings.from_environ(
         {"AUTH_DATA_DIR": str(tmp_path / "data"), "AUTH_BCRYPT_COST": "4", "AUTH_RATE_LIMIT_ENABLED": "false"}
     )
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(stack: Stack, revision: str | None = None) -> AsyncIterator[str]:
+    """A database of its own, straight to PostgreSQL (no PgBouncer alias for it): empty, or with only an
+    ``alembic_version`` row saying ``revision``. Yields its URL; dropped afterwards."""
+    name = f"scratch_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(stack.admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}" OWNER auth'))
+        url = stack.database_url.rsplit("/", 1)[0] + f"/{name}"
+        if revision is not None:
+            engine = create_async_engine(url)
+            try:
+                async with engine.begin() as connection:
+                    await connection.execute(text("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"))
+                    await connection.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
+            finally:
+                await engine.dispose()
+        yield url
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()

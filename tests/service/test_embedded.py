@@ -33,15 +33,21 @@ async def test_the_embedded_default_sets_itself_up_and_serves_the_whole_flow(sql
             res = manager._state["resources"]
             counts = await cleanup.run_once(res.sessions, res.settings, dt.datetime.now(dt.UTC))
             assert counts.skipped is False
+            kept = await login(client, alice)  # a session left alone, to be used after the restart
     assert (sqlite_settings.data_dir / "auth.db").exists()
     assert [p.name for p in sqlite_settings.keys_dir.iterdir()] == ["local.pem"]
 
-    # a restart keeps users and the key: old tokens still verify
+    # a restart keeps users, sessions and the key: old tokens still verify
     async with LifespanManager(create_app(sqlite_settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             revoked = await client.get("/api/v1/auth/me", headers=bearer(rotated.json()["access_token"]))
             assert revoked.status_code == 401  # its family was revoked before the restart
+            before = await client.get("/api/v1/auth/me", headers=bearer(kept["access_token"]))
+            assert before.status_code == 200, before.text  # signed before the restart, with the kept key
+            assert before.json()["username"] == alice.username
+            refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": kept["refresh_token"]})
+            assert refreshed.status_code == 200
             again = await login(client, alice)
             assert (await client.get("/api/v1/auth/me", headers=bearer(again["access_token"]))).status_code == 200
 

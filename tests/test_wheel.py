@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 
 from tests.service.conftest import scratch_database
 from tests.stack import Stack
@@ -173,10 +174,11 @@ async def readme_try_it(base_url: str) -> None:
         document, end = decoder.raw_decode(output.lstrip())
         documents.append(document)
         output = output.lstrip()[end:]
-    registered, me, openapi = documents
+    registered, me, openapi, discovery = documents
     assert registered["username"] == "alice"
     assert me["username"] == "alice"  # the captured ACCESS_TOKEN worked
     assert "/api/v1/auth/me" in openapi["paths"]
+    assert discovery["token_endpoint"].endswith("/oauth2/token")
 
 
 def installed_only(bin_dir: Path, cwd: Path) -> None:
@@ -190,6 +192,12 @@ def installed_only(bin_dir: Path, cwd: Path) -> None:
     venv = bin_dir.parent
     assert all(Path(f).resolve().is_relative_to(venv.resolve()) for f in seen["files"]), seen["files"]
     assert not [p for p in seen["paths"] if p and Path(p).resolve().is_relative_to(ROOT)], seen["paths"]
+
+
+def repository_revisions() -> list[str]:
+    """The repository's migrations, oldest first: what the installed wheel must apply."""
+    scripts = ScriptDirectory(str(ROOT / "alembic"))
+    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
 
 
 @pytest.mark.anyio
@@ -209,9 +217,11 @@ async def test_the_installed_wheel_migrates_serves_and_cleans_up_on_postgresql(
         migrated = run(venv, cwd, env, "migrate")
         assert migrated.returncode == 0, migrated.stderr
         database = url.rsplit("@", 1)[1]  # 127.0.0.1:PORT/NAME
-        assert migrated.stdout.strip() == f"schema at 0001 on PostgreSQL {database}"
+        revisions = repository_revisions()
+        assert migrated.stdout.strip() == f"schema at {revisions[-1]} on PostgreSQL {database}"
         migration_logs = [json.loads(line) for line in migrated.stderr.splitlines()]
-        assert [r["message"].split(":")[0] for r in migration_logs] == ["migration 0001 applied"]  # no chatter
+        applied = [r["message"].split(":")[0] for r in migration_logs]
+        assert applied == [f"migration {revision} applied" for revision in revisions]  # no chatter
 
         log = tmp_path / "serve.log"
         async with serving(venv, cwd, env, log) as client:

@@ -6,7 +6,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from k6 import bench, profile, report, sampler, series
+from k6 import profile, report, sampler, series, usage
 
 
 def request(at: float, duration: float = 10.0, *, status: int = 200, expected: bool = True) -> series.Request:
@@ -92,6 +92,6 @@ def test_charts_are_well_formed_svg_with_a_line_per_series() -> None:
 def test_rss_growth_is_measured_after_the_warm_up() -> None:
     samples = [sampler.Sample(at=float(t), cpu={}, rss={"service": 100.0 + (5 if t > 60 else 0)}, processes={},
                               machine_cpu=0.0, metrics={}) for t in range(120)]
-    growth = bench._rss_growth(samples)
+    growth = usage.rss_growth(samples)
     assert growth is not None
     assert (growth["baseline_mib"], growth["final_mib"], round(growth["growth"], 2)) == (100.0, 105.0, 0.05)

@@ -43,8 +43,8 @@ class Runner:
         self.failures: list[str] = []
         self.run_id = "r" + secrets.token_hex(3)
         self.settings = settings
-        self.ceilings: dict[str, Any] = {}
-        self.runs: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, dict[str, Any]] = {}  # every k6 run, by its label ("login", "login (run 2)"…)
+        self.repetitions: list[dict[str, Any]] = []  # per run of the suite: ceilings, labels of its k6 runs, targets
         self.profile: dict[str, Any] | None = None
         self.meta: dict[str, Any] = {
             "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -53,6 +53,7 @@ class Runner:
             "scale_users": options.scale_users,
             "duration": options.duration, "soak_duration": options.soak_duration, "vus": options.vus,
             "smoke": options.smoke, "service_env": options.service_env, "settings": options.set,
+            "runs": options.runs, "refresh_baseline": options.refresh_baseline,
             "loadavg_before": os.getloadavg(), "k6": processes.output([self.k6, "version"]).strip(),
             "python": sys.version.split()[0], "commit": processes.git_commit(),
             "service_digest": processes.digest(ROOT / "service"),
@@ -82,17 +83,28 @@ class Runner:
             self.meta["seed_seconds"] = {str(self.options.users): round(took, 2)}
             step(f"seeded {self.options.users} users by COPY in {took:.1f}s (one shared hash at cost "
                  f"{self.options.bcrypt_cost})")
-            self._measure_ceilings()
-            self._start_service(environ)
-            try:
-                for name in self.scenarios:
-                    self._scenario(name)
-                if self.options.scale_users:
-                    self._scale(stack.database_url, hashed)
-                if self.options.profile:
-                    self._profile(self.options.profile)
-            finally:  # before the stack goes: a service losing its database mid-drain only adds noise to its log
-                self._stop_service()
+            for index in range(self.options.runs):
+                # each run measures its own ceilings and starts a fresh service: runs are independent samples
+                self.repetitions.append({"ceilings": {}, "labels": {}})
+                if self.options.runs > 1:
+                    step(f"run {index + 1} of {self.options.runs}")
+                self._measure_ceilings()
+                self._start_service(environ)
+                try:
+                    for name in self.scenarios:
+                        self._scenario(name)
+                    if index == self.options.runs - 1 and self.options.scale_users:
+                        self._scale(stack.database_url, hashed)
+                    if index == self.options.runs - 1 and self.options.profile:
+                        self._profile(self.options.profile)
+                finally:  # before the stack goes: a service losing its database mid-drain only adds noise to its log
+                    self._stop_service()
+
+    @property
+    def ceilings(self) -> dict[str, Any]:
+        """The current run's ceilings."""
+        found: dict[str, Any] = self.repetitions[-1]["ceilings"] if self.repetitions else {}
+        return found
 
     def finish(self) -> None:
         """Stops what is still running, writes results.json and report.html (also after a failure)."""
@@ -103,18 +115,25 @@ class Runner:
         self.meta["loadavg_after"] = os.getloadavg()
         self.meta["metrics_endpoint"] = self.sampler.metrics_status
         results: dict[str, Any] = {
-            "meta": self.meta, "ceilings": self.ceilings, "runs": self.runs, "profile": self.profile,
-            "failures": self.failures,
+            "meta": self.meta, "ceilings": self.repetitions[0]["ceilings"] if self.repetitions else {},
+            "runs": self.runs, "profile": self.profile, "failures": self.failures, "repetitions": self.repetitions,
         }
         results["noise"] = usage.noise(results, self.sampler.samples)
-        results["targets"] = [] if self.options.smoke else targets.targets(results)  # tiny load proves nothing
+        for index, repetition in enumerate(self.repetitions):
+            last = index == len(self.repetitions) - 1
+            repetition["targets"] = targets.targets({
+                "meta": self.meta, "ceilings": repetition["ceilings"], "profile": self.profile if last else None,
+                "runs": {name: self.runs[label] for name, label in repetition["labels"].items()},
+            })
+        results["targets"] = targets.combine([repetition["targets"] for repetition in self.repetitions]
+                                             ) if self.repetitions else []
         results["samples"] = [
             {"at": s.at, "cpu": s.cpu, "rss": s.rss, "machine_cpu": s.machine_cpu, "metrics": s.metrics}
             for s in self.sampler.samples
         ]
         (self.out / "results.json").write_text(json.dumps(finite(results), indent=1))
         (self.out / "report.html").write_text(report.render(results))
-        targets.print_table(results["targets"])
+        targets.print_table(results["targets"], smoke=self.options.smoke)
         print(f"\nreport: {self.out / 'report.html'}\nresults: {self.out / 'results.json'}")
         for failure in self.failures:
             print(f"FAILED: {failure}", file=sys.stderr)
@@ -130,6 +149,9 @@ class Runner:
         print(f"    {rate['rate']:.2f} hashes/s from {rate['cpu_ms_per_hash']:.0f} ms of CPU per hash "
               f"({rate['wall_rate']:.2f}/s by the clock, with whatever else the machine ran)")
 
+        if not self._needs_reads_ceiling():
+            print("    the bare Starlette ceiling is skipped: no chosen scenario is compared with it")
+            return
         step(f"ceiling 2/2: bare Starlette endpoint under uvicorn, {self.options.workers} workers")
         process, url = self._serve(["-m", "k6.ceilings"], os.environ.copy(), "bare", "/")
         try:
@@ -138,8 +160,12 @@ class Runner:
             self._stop(process, "bare")
         phase = run["phases"].get("ceiling", {})
         self.ceilings["reads"] = {"rate": phase.get("throughput", math.nan), "p50_ms": phase.get("p50_ms"),
-                                  "p99_ms": phase.get("p99_ms"), "vus": self.options.vus, "run": "ceiling"}
+                                  "p99_ms": phase.get("p99_ms"), "vus": self.options.vus, "run": run["label"]}
         print(f"    {self.ceilings['reads']['rate']:.0f} requests/s")
+
+    def _needs_reads_ceiling(self) -> bool:
+        return any(analysis.CEILING_OF.get(phase) == "reads" for name in self.scenarios
+                   for phase in analysis.PHASES[name])
 
     def _start_service(self, environ: dict[str, str]) -> None:
         route = "through PgBouncer" if self.options.database == "pgbouncer" else "straight to PostgreSQL"
@@ -226,8 +252,11 @@ class Runner:
     def _params(self, script: str) -> dict[str, str]:
         o = self.options
         bcrypt = self.ceilings.get("bcrypt", {}).get("rate", 0.0)
-        me = self.runs.get("me", {}).get("phases", {}).get("me", {}).get("throughput", 0.0)
-        params: dict[str, str] = {"USERS": str(o.users), "PASSWORD": seed.PASSWORD, "RUN_ID": self.run_id,
+        me_label = self.repetitions[-1]["labels"].get("me", "") if self.repetitions else ""
+        me = self.runs.get(me_label, {}).get("phases", {}).get("me", {}).get("throughput", 0.0)
+        # unique per run of the suite: registrations never collide with an earlier run's names
+        run_id = f"{self.run_id}{len(self.repetitions)}" if o.runs > 1 else self.run_id
+        params: dict[str, str] = {"USERS": str(o.users), "PASSWORD": seed.PASSWORD, "RUN_ID": run_id,
                                   "DURATION": o.duration}
         if script in ("register", "login", "me", "ceiling"):
             params["VUS"] = str(o.vus)
@@ -255,6 +284,9 @@ class Runner:
     def _k6(self, script: str, label: str, params: dict[str, str],
             during: tuple[str, Callable[[], None]] | None = None) -> dict[str, Any]:
         """Runs one k6 script and analyses its output; `during` = (phase, call): call once that phase has begun."""
+        name = label
+        if self.options.runs > 1:
+            label = f"{label} (run {len(self.repetitions)})"
         slug = label.replace(" ", "-").replace("(", "").replace(")", "").replace("@", "-at-")
         raw = self.out / f"{slug}.csv"
         summary = self.out / f"{slug}.summary.json"
@@ -265,6 +297,7 @@ class Runner:
         ended = time.time()
         run = analysis.analyse(script, label, params, raw, summary, begun, ended, code, self.sampler, self.ceilings)
         self.runs[label] = run
+        self.repetitions[-1]["labels"][name] = label
         if code not in (0, 99):  # 99: thresholds crossed, judged below; anything else: k6 could not run
             self.failures.append(f"k6 {label} exited with {code} (see {log_path})")
         failed = [name for name, ok in run["thresholds"].items() if not ok]

@@ -1,6 +1,6 @@
 """``k6/run``'s command line: one command from nothing to a report (the run itself: k6/runner.py).
 
-It starts PostgreSQL, PgBouncer (transaction pooling) and Redis on free loopback ports (tests/stack.py),
+It starts PostgreSQL, PgBouncer (transaction pooling) and Redis on free loopback ports (devtools/stack.py),
 migrates, generates a signing key, seeds users by COPY, measures the ceilings (raw bcrypt rate; a bare
 Starlette endpoint served by `authsvc serve`'s own code), starts the service under uvicorn, runs the chosen k6
 scenarios one after another while sampling CPU and memory of every process and the service's /metrics,
@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import devtools.stack
 from k6 import processes, runner, scripts, targets
 from service.passwords import available_cpus
-from tests import stack as test_stack
 
 SUITE = ("register", "login", "me", "refresh", "mixed", "overload", "storm", "concurrent", "soak")
 SMOKE_SETTINGS = {  # seconds and a handful of requests: keeps the scripts and the runner working (CI)
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` unwinds like Ctrl-C: everything gets stopped
     try:
         bench.run()
-    except (processes.BenchError, test_stack.StackError) as error:
+    except (processes.BenchError, devtools.stack.StackError) as error:
         bench.failures.append(str(error))
         print(f"error: {error}", file=sys.stderr)
     except KeyboardInterrupt:

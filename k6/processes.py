@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,8 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import devtools.stack
+
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+HOST = devtools.stack.HOST
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 
@@ -37,7 +38,7 @@ def cli(arguments: list[str], environ: dict[str, str], log_path: Path) -> None:
 def spawn_server(module: list[str], environ: dict[str, str], log_path: Path,
                  workers: int) -> tuple[subprocess.Popen[bytes], str]:
     """Starts `python MODULE --host --port --workers` on a free loopback port; returns it and its base URL."""
-    port = free_port()
+    port = devtools.stack.free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
             [sys.executable, *module, "--host", HOST, "--port", str(port), "--workers", str(workers)],
@@ -69,13 +70,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def status(url: str) -> int | None:

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import devtools.stack
 from k6 import analysis, ceilings, processes, profile, report, sampler, scripts, seed, targets, usage
 from service.passwords import available_cpus
-from tests import stack as test_stack
 
 ROOT = processes.ROOT
 
@@ -69,7 +69,7 @@ class Runner:
         step(f"results in {self.out}")
         self.sampler.watch("runner", os.getpid())
         self.sampler.start()
-        with test_stack.Stack(self.logs) as stack:
+        with devtools.stack.Stack(self.logs) as stack:
             self.sampler.watch("postgres", stack.postgres.pid)
             self.sampler.watch("pgbouncer", stack.pgbouncer.pid)
             self.sampler.watch("redis", stack.redis.pid)
@@ -310,7 +310,7 @@ class Runner:
 
     # processes
 
-    def _service_environ(self, stack: test_stack.Stack) -> dict[str, str]:
+    def _service_environ(self, stack: devtools.stack.Stack) -> dict[str, str]:
         environ = {name: value for name, value in os.environ.items() if not name.startswith(("AUTH_", "PG"))}
         environ.update(stack.environ())  # through PgBouncer, statement cache off (transaction pooling)
         environ.update({

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -23,8 +22,8 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
+from devtools.stack import Stack, free_port
 from tests.service.conftest import scratch_database
-from tests.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT = 600  # pip fetches setuptools for the isolated build, and the dependencies for the venv
@@ -98,13 +97,6 @@ def test_a_checkout_shadows_neither_alembic_nor_operator() -> None:
     )
     for path in result.stdout.split():
         assert not Path(path).is_relative_to(ROOT / "alembic") and not Path(path).is_relative_to(ROOT / "operator")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def run(bin_dir: Path, cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

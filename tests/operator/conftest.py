@@ -3,7 +3,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
+from devtools import stack as stack_module
 from tests.operator import emulator as emulator_module
 
 NAMESPACE = "auth"
@@ -122,10 +122,7 @@ AUTHCONFIGS_API = "/apis/auth.platform.dev/v1alpha1"
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return stack_module.free_port()
 
 
 @pytest.fixture

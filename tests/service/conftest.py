@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ from redis.asyncio import Redis
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from devtools.stack import Stack
 from service import keys, migrations, store
 from service.app import create_app
 from service.config import Settings
 from service.resources import Resources
-from tests.stack import Stack
 
 BASE = "http://auth.test"
 PASSWORD = "correct horse battery"
@@ -174,12 +173,6 @@ def quick_retry(monkeypatch: pytest.MonkeyPatch) -> None:
 def redis_restarted(stack: Stack) -> Iterator[None]:
     yield
     stack.redis.start()  # whatever the test did, the next one finds Redis up
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while not await check():  # noqa: ASYNC110 - waits on the service's own recovery
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from devtools.stack import Stack
 from service.db import users
 from tests.service.conftest import PASSWORD, Running, counting_queries, make_settings, register
 from tests.service.test_redis import counting_hashes
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 TOKEN = "/api/v1/auth/token"

@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from devtools.stack import Stack
 from service import database, migrations, tokens
 from service.app import create_app
 from service.config import Settings
 from service.db import sessions as session_queries
 from service.db import users
 from tests.service.conftest import Running
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 TABLES = {"users", "sessions", "refresh_tokens", "clients"}

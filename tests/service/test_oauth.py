@@ -11,10 +11,10 @@ import httpx
 import jwt
 import pytest
 
+from devtools.stack import Stack
 from service import clients
 from service.config import Settings
 from tests.service.conftest import BASE, PASSWORD, Account, Running, bearer, login, make_settings, register
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ import httpx
 import jwt
 import pytest
 
+from devtools.stack import Stack
 from service.config import ConfigError, Settings
 from tests.service.conftest import BASE, Account, login, make_settings
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 

@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from devtools.stack import Stack
 from service.config import Settings
 from tests.service.conftest import PASSWORD, environ, wipe
 from tests.service.test_observability_serve import free_port, serving
-from tests.stack import Stack
 
 with warnings.catch_warnings():  # authlib prefers the httpx2 fork; httpx is what the tests use
     warnings.filterwarnings("ignore", "The httpx module is deprecated", DeprecationWarning)

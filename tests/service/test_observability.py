@@ -19,12 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import select, text
 
+from devtools.stack import Stack
 from service import logs, telemetry, tokens
 from service.app import create_app
 from service.config import Settings
 from service.db.models import User
 from tests.service.conftest import BASE, PASSWORD, Running, bearer, login, make_settings, register
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 TOKEN = "/api/v1/auth/token"

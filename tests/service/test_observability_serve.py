@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,20 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.stack import Stack, free_port
 from service.config import Settings
 from tests.service.conftest import PASSWORD, environ
 from tests.service.test_observability_metrics import parse
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 CLOSE = {"Connection": "close"}  # a new connection per request: the kernel spreads them over the workers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

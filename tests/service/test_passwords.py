@@ -9,7 +9,7 @@ import statistics
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,12 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from devtools.polling import wait_for
+from devtools.stack import Stack
 from service import errors, passwords
 from service.db.models import User
 from service.passwords import Hasher, Verified, available_cpus
 from tests.service.conftest import PASSWORD, Running, make_settings, register
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 AFFINITY = len(os.sched_getaffinity(0))
@@ -59,13 +60,6 @@ def hasher() -> Iterator[Hasher]:
     h = Hasher(cost=4, workers=1, queue_size=1)
     yield h
     h.close()
-
-
-async def wait_for(condition: Callable[[], bool], limit: float = 5.0) -> None:
-    """Wait until the code under test reaches a state (a counter it owns), failing after ``limit``."""
-    async with asyncio.timeout(limit):
-        while not condition():  # noqa: ASYNC110 - polls state the service exposes no event for
-            await asyncio.sleep(0.001)
 
 
 async def test_hashing_runs_off_the_event_loop_and_refuses_beyond_the_queue(hasher: Hasher) -> None:

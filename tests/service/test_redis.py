@@ -13,6 +13,8 @@ import pytest
 from redis.asyncio import Redis
 from starlette.requests import Request
 
+from devtools.polling import wait_for
+from devtools.stack import Stack
 from service import errors, passwords, ratelimit, store, web
 from service.config import Settings
 from service.ratelimit import Limiter
@@ -22,12 +24,10 @@ from tests.service.conftest import (
     Running,
     bearer,
     counting_queries,
-    eventually,
     login,
     make_settings,
     register,
 )
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 
@@ -283,7 +283,7 @@ async def test_every_route_answers_while_redis_is_down_and_redis_is_used_again_w
         async def redis_ok() -> bool:
             return bool((await client.get("/health/readiness")).json()["checks"]["redis"] == "ok")
 
-        await eventually(redis_ok)
+        await wait_for(redis_ok, limit=10, interval=0.02)
         assert "redis is back" in caplog.text
         # the revocation made during the outage reached the revoked list once Redis answered
         redis = Redis.from_url(stack.redis_url)
@@ -311,7 +311,7 @@ async def test_a_slow_redis_counts_as_down_and_requests_still_answer(
         blocker = Redis.from_url(stack.redis_url)
         try:
             await blocker.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # Redis stops answering for 1.5 s
-            await eventually(lambda: _ping_fails(stack.redis_url))
+            await wait_for(lambda: _ping_fails(stack.redis_url), limit=10, interval=0.02)
             response = await app.client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))
             assert response.status_code == 200
             assert app.resources.store.degraded is True

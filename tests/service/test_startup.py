@@ -17,10 +17,10 @@ import anyio
 import httpx
 import pytest
 
+from devtools.stack import Stack
 from service import keys
 from service.config import Settings
 from tests.service.conftest import scratch_database
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 

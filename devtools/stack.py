@@ -6,7 +6,7 @@
 Standard library only, so it runs before the project's dependencies are installed. Each server runs in the
 foreground as our child, in its own process group: stopping is a signal and a wait, and nothing outlives us
 (context exit, then atexit, then a parent-death signal for when we are killed outright). A server that does
-not start raises `StackError` with the end of its log. `python -m tests.stack` runs a stack until Ctrl-C and
+not start raises `StackError` with the end of its log. `python -m devtools.stack` runs a stack until Ctrl-C and
 prints its settings as KEY=value lines.
 """
 
@@ -323,7 +323,7 @@ class _Server:
         """Starts the server on `port`, or when 0 on a free one (another if it is taken); returns the port."""
         attempt = 1
         while True:
-            chosen = port or _free_port()
+            chosen = port or free_port()
             self._spawn(command(chosen), account, cwd)
             try:
                 self._wait(functools.partial(ready, chosen), deadline)
@@ -456,7 +456,7 @@ def _version(bindir: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in bindir.parent.name.split(".") if part.isdigit())
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]

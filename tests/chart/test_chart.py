@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -556,7 +556,8 @@ def test_replica_count_is_left_to_the_hpa_when_it_is_on(rendered: Rendered) -> N
         assert hpas[0]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
 
 
-HASH_LOAD = {"enabled": True, "provider": "keda", "keda": {"serverAddress": "http://prometheus.monitoring:9090"}}
+PROMETHEUS = "http://prometheus.monitoring:9090"
+HASH_LOAD: dict[str, Any] = {"enabled": True, "provider": "keda", "keda": {"serverAddress": PROMETHEUS}}
 
 
 def keda_validator() -> Any:
@@ -570,7 +571,7 @@ def keda_validator() -> Any:
         {"hashLoad": HASH_LOAD},
         {"targetMemoryUtilizationPercentage": 80, "scaleDownStabilizationSeconds": 0,
          "hashLoad": {**HASH_LOAD, "target": 1.5, "window": "5m",
-                      "keda": {**HASH_LOAD["keda"], "authenticationRef": "prometheus", "query": "sum(up)"}}},
+                      "keda": {"serverAddress": PROMETHEUS, "authenticationRef": "prometheus", "query": "sum(up)"}}},
     ],
 )
 def test_the_keda_scaled_object_matches_the_scaledobject_schema(autoscaling: dict[str, Any]) -> None:
@@ -597,14 +598,15 @@ def test_the_keda_schema_refuses_what_keda_would() -> None:
     (scaled,) = render({"autoscaling": {"hashLoad": HASH_LOAD}}).kind("ScaledObject")
     validator = keda_validator()
     assert validator.is_valid(scaled)
-    broken_copies = []
-    for change in (
+    broken_copies: list[dict[str, Any]] = []
+    changes: list[Callable[[dict[str, Any]], object]] = [
         lambda s: s["spec"].update(minReplicas=2),  # the HPA's spelling, not KEDA's
         lambda s: s["spec"]["triggers"][0].pop("metricType"),  # cpu needs it since KEDA 2.18
         lambda s: s["spec"]["triggers"][1]["metadata"].update(threshold=0.8),  # metadata are strings
         lambda s: s["spec"]["triggers"][1]["metadata"].pop("serverAddress"),
         lambda s: s["spec"]["triggers"][1].update(metricType="Utilization"),  # only for cpu and memory
-    ):
+    ]
+    for change in changes:
         broken = json.loads(json.dumps(scaled))
         change(broken)
         broken_copies.append(broken)
@@ -620,7 +622,7 @@ def test_keda_without_a_prometheus_address_is_a_clear_error() -> None:
 def test_the_hash_load_signal_is_built_from_series_the_service_exports() -> None:
     metrics = require("service.metrics")
     parser = require("prometheus_client.parser")
-    exported = set()
+    exported: set[str] = set()
     for family in parser.text_string_to_metric_families(metrics.render().decode()):
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
         exported.update(family.name + suffix for suffix in suffixes)

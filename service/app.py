@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -16,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import database, errors, keys, metrics, migrations, routes, startup, store, telemetry, tokens, web
+from service import database, errors, keys, metrics, migrations, routes, startup, store, telemetry, web
 from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher
@@ -32,7 +33,7 @@ def create_app(settings: Settings) -> Starlette:
         if settings.embedded:  # the laptop default sets itself up; production never runs DDL here
             await anyio.to_thread.run_sync(migrations.upgrade, settings)
             keys.ensure(settings.keys_dir)  # after the database: a failed start leaves no key behind
-        keyset = keys.load(settings.keys_dir, settings.signing_key_id)
+        keyring = keys.Keyring(settings.keys_dir, settings.signing_key_id)  # a folder that does not load stops here
         engine = database.create_engine(settings, settings.database_url)
         read_engine = (
             database.create_engine(settings, settings.database_read_url) if settings.database_read_url else None
@@ -45,29 +46,35 @@ def create_app(settings: Settings) -> Starlette:
         )
         shared = store.create(settings.redis_url, settings.redis_timeout)
         cache = Cache(shared, settings.user_cache_ttl, settings.access_token_ttl)
+        following: asyncio.Task[None] | None = None
         try:
             await migrations.check(settings, engine)
             await hasher.start()
             sessions = database.sessionmaker(engine)
-            yield {
-                "resources": Resources(
-                    settings=settings,
-                    engine=engine,
-                    sessions=sessions,
-                    reads=database.sessionmaker(read_engine) if read_engine else sessions,
-                    hasher=hasher,
-                    keys=keyset,
-                    verifier=tokens.Verifier(keyset, settings.issuer, settings.jwt_audience),
-                    jwks=keyset.jwks_json(),
-                    store=shared,
-                    limiter=Limiter(settings, shared),
-                    cache=cache,
-                )
-            }
+            res = Resources(
+                settings=settings,
+                engine=engine,
+                sessions=sessions,
+                reads=database.sessionmaker(read_engine) if read_engine else sessions,
+                hasher=hasher,
+                keyring=keyring,
+                store=shared,
+                limiter=Limiter(settings, shared),
+                cache=cache,
+            )
+            # each worker process follows the keys folder on its own (a Secret the kubelet updates)
+            following = asyncio.get_running_loop().create_task(
+                keys.follow(keyring, settings.keys_reload_interval, res.use_keys)
+            )
+            yield {"resources": res}
         except migrations.SchemaOutOfDate as exc:
             log.error("%s", exc)
             raise
         finally:  # close in reverse order of creation
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
             await cache.close()  # a last try at revocations still waiting for Redis
             if isinstance(shared, store.RedisStore):
                 await shared.close()

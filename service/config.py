@@ -53,6 +53,7 @@ class Settings:
     # tokens
     keys_dir: Path
     signing_key_id: str | None
+    keys_reload_interval: float  # how often each process looks for a change of keys_dir
     issuer: str  # a URL: the `iss` of every token and the base of every URL discovery publishes
     jwt_audience: str
     access_token_ttl: int
@@ -123,6 +124,7 @@ class Settings:
             processes=_Reader(environ, prefix="").get("WEB_CONCURRENCY", _int(1, 1024), 1),
             keys_dir=Path(env.get("KEYS_DIR", str, str(data_dir / "keys"))).expanduser(),
             signing_key_id=env.get("SIGNING_KEY_ID", str, "") or None,
+            keys_reload_interval=env.get("KEYS_RELOAD_INTERVAL", _float(0.1, 3600), 10.0),
             # AUTH_JWT_ISSUER is the deprecated name of AUTH_ISSUER
             issuer=env.get("ISSUER", _issuer, "") or env.get("JWT_ISSUER", _issuer, DEFAULT_ISSUER),
             jwt_audience=env.get("JWT_AUDIENCE", _nonempty, "authsvc"),

@@ -134,7 +134,9 @@ class Verifier:
     A client sends the same access token on every call until it expires, and the signature check is
     the largest single cost of `me` in the profile. A verified token's claims are kept (keyed by a
     128-bit BLAKE2b digest, not the token) in a bounded LRU and still checked against ``now`` on every
-    use; invalid tokens are never remembered. Keys only change with a restart, which empties it.
+    use; invalid tokens are never remembered. A Verifier holds one key set: when the keys folder
+    changes the service starts a new one (``Resources.use_keys``), so a removed key's tokens are
+    refused from then on, not only once they leave the cache.
     """
 
     def __init__(self, keys: KeySet, issuer: str, audience: str, size: int = 10_000) -> None:

@@ -25,7 +25,7 @@ INTROSPECT = "/oauth2/introspect"
 JWKS = "/.well-known/jwks.json"
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]  # "none": public clients send client_id
 GRANT_TYPES = ["password", "refresh_token", "client_credentials"]
-DISCOVERY_CACHE = "public, max-age=3600"  # nothing in it changes without a restart
+DISCOVERY_CACHE = "public, max-age=3600"  # changes only with a restart, or a key of a new algorithm
 
 
 def metadata(settings: Settings, keys: KeySet) -> dict[str, Any]:

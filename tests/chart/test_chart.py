@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .rendering import (
     CHART,
     CLEANUP_METRICS_PORT,
     HEALTH_ROUTES,
+    KEDA_SCHEMA,
     KUBE_VERSIONS,
     METRICS_ROUTE,
     NAMESPACE,
@@ -42,7 +43,7 @@ yaml = require("yaml")
 FULLNAME = f"{RELEASE}-auth-platform"  # with the default values
 SERVICE_IMAGE = "ghcr.io/auth-platform/authsvc"
 # Kinds that only exist with a CRD installed: kubernetes-validate has no schema for them.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
 # Variables the chart sets itself; everything else under `config` is the user's.
 CHART_MANAGED = {
     "AUTH_DATABASE_URL",
@@ -174,6 +175,10 @@ def test_validated_versions_are_shipped_by_kubernetes_validate() -> None:
         ({"networkPolicy": {"otlpPorts": []}}, "otlpPorts"),  # an empty list would open every port
         ({"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}, "want string"),
         ({"grafanaDashboard": {"folders": "x"}}, "additional properties 'folders' not allowed"),
+        ({"autoscaling": {"hashLoad": {"provider": "adapter"}}}, "'prometheusAdapter', 'keda'"),
+        ({"autoscaling": {"hashLoad": {"target": 0}}}, "exclusiveMinimum"),
+        ({"autoscaling": {"hashLoad": {"window": "120"}}}, "/autoscaling/hashLoad/window"),  # PromQL wants a unit
+        ({"autoscaling": {"hashLoad": {"keda": {"serverAddress": "prometheus:9090"}}}}, "serverAddress"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_wrong_types(values: dict[str, Any], complaint: str) -> None:
@@ -528,17 +533,120 @@ def test_the_cleanup_sidecars_metrics_are_exposed_and_scraped() -> None:
 def test_replica_count_is_left_to_the_hpa_when_it_is_on(rendered: Rendered) -> None:
     deployment = rendered.one("Deployment", rendered.fullname)
     hpas = rendered.kind("HorizontalPodAutoscaler")
-    if rendered.values.get("autoscaling", {}).get("enabled", True):
-        assert "replicas" not in deployment["spec"]
-        assert hpas[0]["spec"]["scaleTargetRef"] == {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": rendered.fullname,
-        }
-        assert hpas[0]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    else:
-        assert hpas == []
+    scaled_objects = rendered.kind("ScaledObject")
+    autoscaling = rendered.values.get("autoscaling", {})
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": rendered.fullname}
+    if not autoscaling.get("enabled", True):
+        assert hpas == scaled_objects == []
         assert deployment["spec"]["replicas"] == rendered.values["server"]["replicaCount"]
+        return
+    assert "replicas" not in deployment["spec"]
+    hash_load = autoscaling.get("hashLoad", {})
+    if hash_load.get("enabled") and hash_load.get("provider") == "keda":
+        assert hpas == []  # KEDA creates its own HPA: a second one would fight it over the replica count
+        (scaled,) = scaled_objects
+        assert scaled["spec"]["scaleTargetRef"] == target
+        cpu = {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}
+        assert scaled["spec"]["triggers"][0] == cpu
+    else:
+        assert scaled_objects == []
+        assert hpas[0]["spec"]["scaleTargetRef"] == target
+        assert hpas[0]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+PROMETHEUS = "http://prometheus.monitoring:9090"
+HASH_LOAD: dict[str, Any] = {"enabled": True, "provider": "keda", "keda": {"serverAddress": PROMETHEUS}}
+
+
+def keda_validator() -> Any:
+    jsonschema = require("jsonschema")
+    return jsonschema.Draft202012Validator(json.loads(KEDA_SCHEMA.read_text()))
+
+
+@pytest.mark.parametrize(
+    "autoscaling",
+    [
+        {"hashLoad": HASH_LOAD},
+        {"targetMemoryUtilizationPercentage": 80, "scaleDownStabilizationSeconds": 0,
+         "hashLoad": {**HASH_LOAD, "target": 1.5, "window": "5m",
+                      "keda": {"serverAddress": PROMETHEUS, "authenticationRef": "prometheus", "query": "sum(up)"}}},
+    ],
+)
+def test_the_keda_scaled_object_matches_the_scaledobject_schema(autoscaling: dict[str, Any]) -> None:
+    # kubernetes-validate has no schema for KEDA's CRD: this checks it against the small schema written
+    # from KEDA's CRD and scalers (tests/chart/keda-scaledobject-v1alpha1.json), unknown fields refused
+    (scaled,) = render({"autoscaling": autoscaling}).kind("ScaledObject")
+    problems = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in keda_validator().iter_errors(scaled)]
+    assert problems == []
+    spec = scaled["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 10)
+    hash_load = autoscaling["hashLoad"]
+    (trigger,) = [t for t in spec["triggers"] if t["type"] == "prometheus"]
+    assert trigger["metricType"] == "AverageValue"  # desired pods = total load / threshold
+    assert float(trigger["metadata"]["threshold"]) == hash_load.get("target", 0.8)
+    assert trigger["metadata"]["serverAddress"] == hash_load["keda"]["serverAddress"]
+    if hash_load["keda"].get("query"):
+        assert trigger["metadata"]["query"] == hash_load["keda"]["query"]
+    else:
+        assert f'{{namespace="{NAMESPACE}",service="{FULLNAME}"}}' in trigger["metadata"]["query"]
+    assert [t["type"] for t in spec["triggers"]][:1] == ["cpu"]  # CPU stays a signal
+
+
+def test_the_keda_schema_refuses_what_keda_would() -> None:
+    (scaled,) = render({"autoscaling": {"hashLoad": HASH_LOAD}}).kind("ScaledObject")
+    validator = keda_validator()
+    assert validator.is_valid(scaled)
+    broken_copies: list[dict[str, Any]] = []
+    changes: list[Callable[[dict[str, Any]], object]] = [
+        lambda s: s["spec"].update(minReplicas=2),  # the HPA's spelling, not KEDA's
+        lambda s: s["spec"]["triggers"][0].pop("metricType"),  # cpu needs it since KEDA 2.18
+        lambda s: s["spec"]["triggers"][1]["metadata"].update(threshold=0.8),  # metadata are strings
+        lambda s: s["spec"]["triggers"][1]["metadata"].pop("serverAddress"),
+        lambda s: s["spec"]["triggers"][1].update(metricType="Utilization"),  # only for cpu and memory
+    ]
+    for change in changes:
+        broken = json.loads(json.dumps(scaled))
+        change(broken)
+        broken_copies.append(broken)
+    assert [validator.is_valid(b) for b in broken_copies] == [False] * 5
+
+
+def test_keda_without_a_prometheus_address_is_a_clear_error() -> None:
+    hash_load = {"enabled": True, "provider": "keda"}
+    with pytest.raises(helm.HelmRenderError, match=r"autoscaling\.hashLoad\.keda\.serverAddress is required"):
+        render({"autoscaling": {"hashLoad": hash_load}})
+
+
+def test_the_hash_load_signal_is_built_from_series_the_service_exports() -> None:
+    metrics = require("service.metrics")
+    parser = require("prometheus_client.parser")
+    exported: set[str] = set()
+    for family in parser.text_string_to_metric_families(metrics.render().decode()):
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+        exported.update(family.name + suffix for suffix in suffixes)
+
+    def series(query: str) -> set[str]:
+        return set(re.findall(r"\bauth_[a-z_]+\b", query)) - {"auth_password_pool_load"}
+
+    hpa = render(values_of("hash-load-prometheus-adapter")).one("HorizontalPodAutoscaler", FULLNAME)
+    cpu, pods = hpa["spec"]["metrics"]
+    assert cpu["resource"]["name"] == "cpu"  # CPU stays beside the hash load
+    assert pods == {"type": "Pods", "pods": {"metric": {"name": "auth_password_pool_load"},
+                                             "target": {"type": "AverageValue", "averageValue": "0.8"}}}
+    adapter = yaml.safe_load((CHART / "autoscaling" / "prometheus-adapter.yaml").read_text())
+    (rule,) = adapter["rules"]["custom"]
+    assert rule["name"]["as"] == pods["pods"]["metric"]["name"]  # what the HPA asks the adapter for
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    (trigger,) = [t for t in render(values_of("hash-load-keda")).one("ScaledObject", FULLNAME)["spec"]["triggers"]
+                  if t["type"] == "prometheus"]
+    used = series(rule["metricsQuery"])
+    assert used == series(trigger["metadata"]["query"])  # the same signal through either provider
+    assert used == {
+        "auth_password_hash_duration_seconds_sum", "auth_password_queue_wait_seconds_sum", "auth_password_workers"
+    }
+    assert used | series(rule["seriesQuery"]) <= exported
+    for query in (rule["metricsQuery"], trigger["metadata"]["query"]):
+        assert query.count("(") == query.count(")")
 
 
 def test_a_pdb_guards_the_server_only_when_two_pods_or_more_run() -> None:

@@ -270,7 +270,7 @@ async def test_health_routes_answer_as_kubernetes_expects(client: httpx.AsyncCli
     assert (await client.get("/health/startup")).json() == {"status": "started"}
     ready = await client.get("/health/readiness")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "keys": "ok"}}
 
 
 async def test_index_links_the_routes(client: httpx.AsyncClient) -> None:

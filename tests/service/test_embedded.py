@@ -29,7 +29,7 @@ async def test_the_embedded_default_sets_itself_up_and_serves_the_whole_flow(sql
             reuse = await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
             assert reuse.status_code == 401
             assert (await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 401
-            assert (await client.get("/health/readiness")).json()["checks"] == {"database": "ok"}
+            assert (await client.get("/health/readiness")).json()["checks"] == {"database": "ok", "keys": "ok"}
             res = manager._state["resources"]
             counts = await cleanup.run_once(res.sessions, res.settings, dt.datetime.now(dt.UTC))
             assert counts.skipped is False

@@ -261,7 +261,7 @@ async def test_every_route_answers_while_redis_is_down_and_redis_is_used_again_w
         stack.redis.stop()
         ready = await client.get("/health/readiness")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"database": "ok", "redis": "degraded"}
+        assert ready.json()["checks"] == {"database": "ok", "redis": "degraded", "keys": "ok"}
         assert "redis unavailable" in caplog.text
         assert (await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 200
         rotated = await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})

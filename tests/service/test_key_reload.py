@@ -33,7 +33,7 @@ from service.config import ConfigError, Settings
 from tests.service.conftest import PASSWORD, bearer, wipe
 from tests.service.test_observability_metrics import parse
 from tests.service.test_observability_serve import CLOSE, serving
-from tests.stack import Stack
+from devtools.stack import Stack
 
 NOW = dt.datetime.now(dt.UTC)
 CLAIMS = {"user_id": uuid.uuid4(), "username": "alice", "session_id": uuid.uuid4(), "issuer": "i", "audience": "a"}

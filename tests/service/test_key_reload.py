@@ -28,12 +28,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from devtools.stack import Stack
 from service import errors, keys, metrics, tokens
 from service.config import ConfigError, Settings
 from tests.service.conftest import PASSWORD, bearer, wipe
 from tests.service.test_observability_metrics import parse
 from tests.service.test_observability_serve import CLOSE, serving
-from devtools.stack import Stack
 
 NOW = dt.datetime.now(dt.UTC)
 CLAIMS = {"user_id": uuid.uuid4(), "username": "alice", "session_id": uuid.uuid4(), "issuer": "i", "audience": "a"}

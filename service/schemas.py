@@ -17,6 +17,9 @@ from starlette.datastructures import FormData
 from service import errors, passwords
 from service.db.models import User
 
+# PostgreSQL text cannot hold NUL (a NUL in a login name was a 500); msgspec already refuses lone
+# surrogates in JSON, and form values are checked for both by _field
+TEXT = r"^[^\x00]*$"
 Username = Annotated[
     str,
     msgspec.Meta(
@@ -24,11 +27,20 @@ Username = Annotated[
         description="3 to 50 of A-Z a-z 0-9 _ . -; unique case-insensitively",
     ),
 ]
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, description="an email address; unique")]
-Password = Annotated[
-    str, msgspec.Meta(min_length=8, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)")
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=3, max_length=320, pattern=TEXT, description="an email address; unique",
+        extra_json_schema={"format": "email"},  # what email_validator enforces below
+    ),
 ]
-OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8, pattern=TEXT, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)"
+    ),
+]
+OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, pattern=TEXT)]
 
 
 class Register(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,7 +96,17 @@ def _field(form: FormData, name: str, *, max_length: int = 2048) -> str:
         raise errors.InvalidRequest(f"form field `{name}` is required")
     if len(value) > max_length:
         raise errors.InvalidRequest(f"form field `{name}` is longer than {max_length} characters")
+    if "\x00" in value or not _encodable(value):
+        raise errors.InvalidRequest(f"form field `{name}` holds a NUL or a lone surrogate, which text cannot")
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def parse_token_form(form: FormData) -> PasswordGrant | RefreshGrant:

@@ -21,6 +21,7 @@ from service import errors
 from service.keys import KeySet
 
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "iss", "aud"]
+CLOCK_SKEW = 30  # seconds an `iat` may lie ahead of the verifier's clock (replicas' clocks differ a little)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,8 @@ def verify_access(keys: KeySet, token: str, *, issuer: str, audience: str, now: 
         )
         if not isinstance(claims["exp"], int) or claims["exp"] <= now.timestamp():  # the caller's clock
             raise errors.InvalidToken("Token has expired")
+        if not isinstance(claims["iat"], int) or claims["iat"] > now.timestamp() + CLOCK_SKEW:
+            raise errors.InvalidToken("Token issued in the future")  # not by us, or a clock far off
         return AccessClaims(
             user_id=uuid.UUID(claims["sub"]),
             session_id=uuid.UUID(claims["sid"]),

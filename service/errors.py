@@ -5,6 +5,7 @@ ServiceError (400 invalid_request)
 │   └── PasswordTooLong (422)        more than 72 UTF-8 bytes: refused, never truncated
 ├── UnsupportedMediaType (415)
 ├── PayloadTooLarge (413)
+├── RequestTimeout (408)             the body did not arrive in time (slow client); closes the connection
 ├── NotFound (404) · MethodNotAllowed (405)
 ├── Conflict (409)
 │   ├── UsernameTaken
@@ -15,9 +16,10 @@ ServiceError (400 invalid_request)
 │   ├── InvalidGrant                 unknown, expired, reused or revoked refresh token
 │   └── InvalidClient (Basic)        introspection caller without the configured secret
 ├── RateLimited (429, Retry-After)
-└── Unavailable (503, Retry-After)
-    ├── Overloaded                   the hash queue is full
-    └── DatabaseUnavailable          no connection could be had in time
+├── Unavailable (503, Retry-After)
+│   ├── Overloaded                   the hash queue is full
+│   └── DatabaseUnavailable          no connection in time, or the connection broke
+└── InternalError (500)              a bug: logged with its traceback, never details to the client
 
 Imports nothing from Starlette: app.py maps these to HTTP in one place.
 """
@@ -57,6 +59,15 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
     default_detail = "request body too large"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+    code = "request_timeout"
+    default_detail = "request body not received in time"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of the body may still be on its way: no reuse
 
 
 class NotFound(ServiceError):
@@ -155,3 +166,9 @@ class Overloaded(Unavailable):
 class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
     default_detail = "The database is unavailable; try again shortly"
+
+
+class InternalError(ServiceError):
+    status_code = 500
+    code = "internal_error"
+    default_detail = "Internal server error"

@@ -27,20 +27,28 @@ Username = Annotated[
         description="3 to 50 of A-Z a-z 0-9 _ . -; unique case-insensitively",
     ),
 ]
+# email_validator's bounds: "a@b.c" to 254 characters; it also wants a dot and a real top-level domain
 Email = Annotated[
     str,
     msgspec.Meta(
-        min_length=3, max_length=320, pattern=TEXT, description="an email address; unique",
-        extra_json_schema={"format": "email"},  # what email_validator enforces below
+        min_length=5, max_length=254, extra_json_schema={"format": "email"},
+        description="an email address; unique. The domain needs a dot and a real top-level domain; RFC 6761's "
+        "special-use names (.test, .local, .localhost, .invalid, .onion, .arpa) are refused",
     ),
 ]
+# JSON Schema counts characters, bcrypt bytes: maxLength is exact for ASCII, and passwords.encode
+# refuses more than 72 bytes of UTF-8 whatever the characters
+PASSWORD_SCHEMA = {"format": "password", "maxLength": passwords.MAX_BYTES}
 Password = Annotated[
     str,
     msgspec.Meta(
-        min_length=8, pattern=TEXT, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)"
+        min_length=8, pattern=TEXT, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)",
+        extra_json_schema=PASSWORD_SCHEMA,
     ),
 ]
-OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, pattern=TEXT)]
+TOKEN_MAX_LENGTH = 2048
+OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=TOKEN_MAX_LENGTH, pattern=TEXT)]
+LOGIN_MAX_LENGTH = 320  # the form's username: a username or an email address
 
 
 class Register(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,7 +98,7 @@ def parse_refresh(body: bytes) -> RefreshRequest:
     return data
 
 
-def _field(form: FormData, name: str, *, max_length: int = 2048) -> str:
+def _field(form: FormData, name: str, *, max_length: int = TOKEN_MAX_LENGTH) -> str:
     value = form.get(name)
     if not isinstance(value, str) or value == "":
         raise errors.InvalidRequest(f"form field `{name}` is required")
@@ -113,8 +121,8 @@ def parse_token_form(form: FormData) -> PasswordGrant | RefreshGrant:
     grant = form.get("grant_type") or "password"
     if grant == "password":
         password = _field(form, "password", max_length=1024)
-        passwords.encode(password)
-        return PasswordGrant(username=_field(form, "username", max_length=320), password=password)
+        passwords.encode(password)  # > 72 bytes: PasswordTooLong
+        return PasswordGrant(username=_field(form, "username", max_length=LOGIN_MAX_LENGTH), password=password)
     if grant == "refresh_token":
         return RefreshGrant(refresh_token=_field(form, "refresh_token"))
     raise errors.InvalidRequest("grant_type must be `password` or `refresh_token`")

@@ -57,6 +57,18 @@ UNAUTHORIZED = {
     "headers": CHALLENGE,
 }
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# OpenAPI links: what a client does next with an answer (schemathesis' stateful phase follows them)
+LOGIN = {
+    "Login": {
+        "operationId": "token",
+        "requestBody": {"username": "$request.body#/username", "password": "$request.body#/password"},
+    }
+}
+WITH_PAIR = {
+    "Refresh": {"operationId": "refresh", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
+    "Revoke": {"operationId": "revoke", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
+    "Introspect": {"operationId": "introspect", "requestBody": {"token": "$response.body#/access_token"}},
+}
 NO_NUL = {"pattern": schemas.TEXT}  # PostgreSQL text holds no NUL; refused with 422
 TOKEN_VALUE = {"type": "string", "minLength": 1, "maxLength": schemas.TOKEN_MAX_LENGTH, **NO_NUL}
 
@@ -153,10 +165,11 @@ PATHS: dict[str, Any] = {
     "/": {"get": {"summary": "Service index", "responses": {"200": {"description": "name, version, links"}}}},
     "/api/v1/auth/register": {
         "post": {
+            "operationId": "register",
             "summary": "Create a user",
             "requestBody": _body("Register"),
             "responses": {
-                "201": _json("created", "User"),
+                "201": {**_json("created", "User"), "links": LOGIN},
                 "408": TIMED_OUT,
                 "409": _error("username or email taken"),
                 "413": TOO_LARGE,
@@ -169,10 +182,11 @@ PATHS: dict[str, Any] = {
     },
     "/api/v1/auth/token": {
         "post": {
+            "operationId": "token",
             "summary": "OAuth2 token endpoint: password grant (login) or refresh_token grant",
             "requestBody": _body("TokenForm", FORM),
             "responses": {
-                "200": _json("a new token pair", "TokenPair"),
+                "200": {**_json("a new token pair", "TokenPair"), "links": WITH_PAIR},
                 "401": {**_error("Incorrect username or password; or an invalid refresh token"), "headers": CHALLENGE},
                 "408": TIMED_OUT,
                 "413": TOO_LARGE,
@@ -185,10 +199,11 @@ PATHS: dict[str, Any] = {
     },
     "/api/v1/auth/refresh": {
         "post": {
+            "operationId": "refresh",
             "summary": "Rotate a refresh token; reuse of a used one revokes its whole session",
             "requestBody": _body("RefreshRequest"),
             "responses": {
-                "200": _json("a new token pair", "TokenPair"),
+                "200": {**_json("a new token pair", "TokenPair"), "links": WITH_PAIR},
                 "401": {**_error("unknown, expired, revoked or reused refresh token"), "headers": CHALLENGE},
                 "408": TIMED_OUT,
                 "413": TOO_LARGE,
@@ -201,6 +216,7 @@ PATHS: dict[str, Any] = {
     },
     "/api/v1/auth/revoke": {
         "post": {
+            "operationId": "revoke",
             "summary": "End the session a token belongs to (RFC 7009; idempotent)",
             "requestBody": {
                 "required": True,
@@ -246,6 +262,7 @@ PATHS: dict[str, Any] = {
     },
     "/api/v1/auth/introspect": {
         "post": {
+            "operationId": "introspect",
             "summary": "RFC 7662 token introspection for resource servers",
             "security": [{"introspectionBasic": []}, {"introspectionBearer": []}],
             "requestBody": _body("TokenParam", FORM),

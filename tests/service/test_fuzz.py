@@ -60,6 +60,7 @@ async def test_schemathesis_with_every_check_finds_no_failure(
         output, _ = await process.communicate()
     await wipe(stack)
     report = output.decode()
+    print(report)  # shown by `pytest -s` (scripts/fuzz): what ran, phase by phase
     assert process.returncode == 0, report
     counts = re.search(r"(\d+) generated, (\d+) passed", report)
     assert counts is not None, report

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import anyio
-from sqlalchemy import exc as sa_exc
+from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -90,15 +90,12 @@ def create_app(settings: Settings) -> Starlette:
             *web.cors(settings.cors_origins),  # outermost: preflights are answered before routing
             Middleware(web.NoStore),
             Middleware(web.BodyLimit, limit=settings.max_body_bytes),
+            Middleware(web.BodyTimeout, timeout=settings.request_body_timeout),
+            Middleware(web.LastResort, handler=_unexpected),  # what no handler below took
         ],
         exception_handlers={
             errors.ServiceError: _service_error,
             HTTPException: _http_error,
-            sa_exc.TimeoutError: _database_unavailable,  # pool exhausted past AUTH_DB_POOL_TIMEOUT
-            sa_exc.OperationalError: _database_unavailable,
-            sa_exc.InterfaceError: _database_unavailable,
-            OSError: _database_unavailable,  # connection refused / reset
-            Exception: _internal_error,
         },
     )
     telemetry.instrument(app)  # request ids, access log, latency histogram; OTel server spans when on
@@ -124,13 +121,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("database unavailable: %s", type(exc).__name__)
-    return web.error_response(errors.DatabaseUnavailable())
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """An outage of the database is a 503 to retry; anything else is a bug: a 500, logged once with its
+    traceback and recorded on the request's span."""
+    if database.unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, database.reason(exc))
+        return web.error_response(errors.DatabaseUnavailable())
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    trace.get_current_span().record_exception(exc)
     return web.error_response(errors.InternalError())
 
 

@@ -168,6 +168,9 @@ def serve(host: str, port: int, workers: int, log_level: str = "INFO", settings:
         lifespan="on",
         proxy_headers=False,  # X-Forwarded-For is believed only from AUTH_TRUSTED_PROXIES
         server_header=False,
+        # an idle keep-alive connection is closed after 5 s (uvicorn's default, stated because docs/design.md
+        # relies on it); bodies are bounded by AUTH_REQUEST_BODY_TIMEOUT, headers by the proxy in front
+        timeout_keep_alive=5,
         log_config=logs.config(log_level),  # applied in every worker process
         access_log=False,  # service.access logs each request, with its route, duration and ids
     )

@@ -40,6 +40,7 @@ class Settings:
     db_pool_timeout: float
     db_pool_recycle: int
     db_connect_timeout: float
+    db_command_timeout: float
     db_statement_cache_size: int
     db_slow_query_ms: int
     redis_url: str | None
@@ -89,6 +90,7 @@ class Settings:
     cleanup_retention: int
     cleanup_interval: int
     max_body_bytes: int
+    request_body_timeout: float
     log_level: str
 
     @property
@@ -113,6 +115,7 @@ class Settings:
             db_pool_timeout=env.get("DB_POOL_TIMEOUT", _float(0.1, 600), 5.0),
             db_pool_recycle=env.get("DB_POOL_RECYCLE", _int(-1, 86400), 1800),
             db_connect_timeout=env.get("DB_CONNECT_TIMEOUT", _float(0.1, 120), 5.0),
+            db_command_timeout=env.get("DB_COMMAND_TIMEOUT", _float(0, 600), 5.0),
             db_statement_cache_size=env.get("DB_STATEMENT_CACHE_SIZE", _int(0, 100000), 100),
             db_slow_query_ms=env.get("DB_SLOW_QUERY_MS", _int(0, 3_600_000), 200),
             redis_url=env.get("REDIS_URL", _redis_url, "") or None,
@@ -158,6 +161,7 @@ class Settings:
             cleanup_retention=env.get("CLEANUP_RETENTION", _int(0, 31_536_000), 604_800),
             cleanup_interval=env.get("CLEANUP_INTERVAL", _int(1, 86400), 300),
             max_body_bytes=env.get("MAX_BODY_BYTES", _int(1024, 10_485_760), 16_384),
+            request_body_timeout=env.get("REQUEST_BODY_TIMEOUT", _float(0.1, 600), 10.0),
             log_level=env.get("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
         )
         if settings.login_backoff_cap < settings.login_backoff_base:

@@ -9,6 +9,7 @@ ServiceError (400 invalid_request)                                      on /oaut
 ├── UnauthorizedClient (400)         the client may not use this grant type or token
 ├── UnsupportedMediaType (415)                                                 400 invalid_request
 ├── PayloadTooLarge (413)
+├── RequestTimeout (408)             the body did not arrive in time (slow client); closes the connection
 ├── NotFound (404) · MethodNotAllowed (405)
 ├── Conflict (409)
 │   ├── UsernameTaken
@@ -22,8 +23,8 @@ ServiceError (400 invalid_request)                                      on /oaut
 ├── RateLimited (429, Retry-After)
 ├── Unavailable (503, Retry-After)
 │   ├── Overloaded                   the hash queue is full
-│   └── DatabaseUnavailable          no connection could be had in time
-└── InternalError (500)              a bug: logged with its trace, answered without it
+│   └── DatabaseUnavailable          no connection in time, or the connection broke
+└── InternalError (500)              a bug: logged with its traceback, never details to the client
 
 The old `/api/v1/auth/*` routes answer with ``status_code`` and ``code`` (the old app's contract);
 the standard `/oauth2/*` endpoints with ``oauth_status`` and ``oauth_code`` where RFC 6749 says
@@ -89,6 +90,15 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
     default_detail = "request body too large"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+    code = "request_timeout"
+    default_detail = "request body not received in time"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of the body may still be on its way: no reuse
 
 
 class NotFound(ServiceError):

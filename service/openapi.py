@@ -46,9 +46,36 @@ def _body(schema: str, media: str = "application/json") -> dict[str, Any]:
 
 
 INVALID = _error("invalid body: malformed, missing/extra fields, or a field out of range")
-LIMITED = _error("rate limited; see Retry-After")
-UNAUTHORIZED = _error("missing, invalid, expired or revoked credentials (WWW-Authenticate set)")
+TIMED_OUT = _error("the body did not arrive within AUTH_REQUEST_BODY_TIMEOUT; the connection is closed")
+TOO_LARGE = _error("body over AUTH_MAX_BODY_BYTES")
+NOT_JSON = _error("Content-Type is not application/json")
+NOT_FORM = _error("Content-Type is not a form")
+RETRY_AFTER = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}}
+CHALLENGE = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+LIMITED = {**_error("rate limited; see Retry-After"), "headers": RETRY_AFTER}
+UNAVAILABLE = {
+    **_error("overloaded (`overloaded`) or the database unreachable (`database_unavailable`); see Retry-After"),
+    "headers": RETRY_AFTER,
+}
+UNAUTHORIZED = {
+    **_error("missing, invalid, expired or revoked credentials"),
+    "headers": CHALLENGE,
+}
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# OpenAPI links: what a client does next with an answer (schemathesis' stateful phase follows them)
+LOGIN = {
+    "Login": {
+        "operationId": "token",
+        "requestBody": {"username": "$request.body#/username", "password": "$request.body#/password"},
+    }
+}
+WITH_PAIR = {
+    "Refresh": {"operationId": "refresh", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
+    "Revoke": {"operationId": "revoke", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
+    "Introspect": {"operationId": "introspect", "requestBody": {"token": "$response.body#/access_token"}},
+}
+NO_NUL = {"pattern": schemas.TEXT}  # PostgreSQL text holds no NUL; refused with 422
+TOKEN_VALUE = {"type": "string", "minLength": 1, "maxLength": schemas.TOKEN_MAX_LENGTH, **NO_NUL}
 
 _request_schemas, _components = msgspec.json.schema_components(
     [schemas.Register, schemas.RefreshRequest], ref_template=REF
@@ -87,16 +114,33 @@ COMPONENTS: dict[str, Any] = {
             "refresh_expires_in": {"type": "integer"},
         },
     },
-    "TokenForm": {
-        "type": "object",
-        "properties": {
-            "grant_type": {"enum": ["password", "refresh_token"], "default": "password"},
-            "username": {"type": "string", "description": "username, or email when it holds an @"},
-            "password": {"type": "string"},
-            "refresh_token": {"type": "string"},
-        },
+    "TokenForm": {  # RFC 6749 §3.2: parameters the grant does not use are ignored
+        "oneOf": [
+            {
+                "title": "password grant (login)",
+                "type": "object",
+                "required": ["username", "password"],
+                "properties": {
+                    "grant_type": {"const": "password", "default": "password"},
+                    "username": {
+                        "type": "string", "minLength": 1, "maxLength": schemas.LOGIN_MAX_LENGTH, **NO_NUL,
+                        "description": "username, or email when it holds an @",
+                    },
+                    "password": {
+                        "type": "string", "minLength": 1, **NO_NUL, **schemas.PASSWORD_SCHEMA,
+                        "description": "at most 72 bytes of UTF-8",
+                    },
+                },
+            },
+            {
+                "title": "refresh_token grant",
+                "type": "object",
+                "required": ["grant_type", "refresh_token"],
+                "properties": {"grant_type": {"const": "refresh_token"}, "refresh_token": TOKEN_VALUE},
+            },
+        ],
     },
-    "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+    "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": TOKEN_VALUE}},
     "OAuthTokenForm": {
         "type": "object",
         "required": ["grant_type"],
@@ -128,7 +172,7 @@ COMPONENTS: dict[str, Any] = {
         "type": "object",
         "required": ["token"],
         "properties": {
-            "token": {"type": "string"},
+            "token": TOKEN_VALUE,
             "token_type_hint": {"enum": ["access_token", "refresh_token"], "description": "accepted and not needed"},
             "client_id": {"type": "string"},
             "client_secret": {"type": "string"},
@@ -185,48 +229,58 @@ PATHS: dict[str, Any] = {
     "/": {"get": {"summary": "Service index", "responses": {"200": {"description": "name, version, links"}}}},
     "/api/v1/auth/register": {
         "post": {
+            "operationId": "register",
             "summary": "Create a user",
             "requestBody": _body("Register"),
             "responses": {
-                "201": _json("created", "User"),
+                "201": {**_json("created", "User"), "links": LOGIN},
+                "408": TIMED_OUT,
                 "409": _error("username or email taken"),
-                "413": _error("body too large"),
-                "415": _error("not JSON"),
+                "413": TOO_LARGE,
+                "415": NOT_JSON,
                 "422": INVALID,
                 "429": LIMITED,
-                "503": _error("overloaded; see Retry-After"),
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/token": {
         "post": {
+            "operationId": "token",
             "summary": "OAuth2 token endpoint: password grant (login) or refresh_token grant",
             "requestBody": _body("TokenForm", FORM),
             "responses": {
-                "200": _json("a new token pair", "TokenPair"),
-                "401": _error("Incorrect username or password; or an invalid refresh token"),
-                "415": _error("not a form"),
+                "200": {**_json("a new token pair", "TokenPair"), "links": WITH_PAIR},
+                "401": {**_error("Incorrect username or password; or an invalid refresh token"), "headers": CHALLENGE},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_FORM,
                 "422": INVALID,
                 "429": LIMITED,
-                "503": _error("password checks overloaded; see Retry-After"),
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/refresh": {
         "post": {
+            "operationId": "refresh",
             "summary": "Rotate a refresh token; reuse of a used one revokes its whole session",
             "requestBody": _body("RefreshRequest"),
             "responses": {
-                "200": _json("a new token pair", "TokenPair"),
-                "401": _error("unknown, expired, revoked or reused refresh token"),
-                "415": _error("not JSON"),
+                "200": {**_json("a new token pair", "TokenPair"), "links": WITH_PAIR},
+                "401": {**_error("unknown, expired, revoked or reused refresh token"), "headers": CHALLENGE},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_JSON,
                 "422": INVALID,
                 "429": LIMITED,
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/revoke": {
         "post": {
+            "operationId": "revoke",
             "summary": "End the session a token belongs to (RFC 7009; idempotent)",
             "requestBody": {
                 "required": True,
@@ -235,32 +289,56 @@ PATHS: dict[str, Any] = {
                     FORM: {"schema": _ref("TokenParam")},
                 },
             },
-            "responses": {"204": {"description": "revoked, or nothing to revoke"}, "422": INVALID},
+            "responses": {
+                "204": {"description": "revoked, or nothing to revoke"},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": _error("neither JSON nor a form"),
+                "422": INVALID,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/logout-all": {
         "post": {
             "summary": "End every session of the caller",
             "security": BEARER,
-            "responses": {"204": {"description": "all sessions ended"}, "401": UNAUTHORIZED},
+            "responses": {
+                "204": {"description": "all sessions ended"},
+                "401": UNAUTHORIZED,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/me": {
         "get": {
             "summary": "The caller",
             "security": BEARER,
-            "responses": {"200": _json("the user", "User"), "401": UNAUTHORIZED},
+            "responses": {
+                "200": _json("the user", "User"),
+                "401": UNAUTHORIZED,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/introspect": {
         "post": {
+            "operationId": "introspect",
             "summary": "RFC 7662 token introspection for resource servers",
             "security": [{"introspectionBasic": []}, {"introspectionBearer": []}],
             "requestBody": _body("TokenParam", FORM),
             "responses": {
                 "200": _json("token state", "Introspection"),
-                "401": _error("caller without the introspection secret"),
+                "401": {**_error("caller without the introspection secret"), "headers": CHALLENGE},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_FORM,
                 "422": INVALID,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
             },
         }
     },
@@ -338,7 +416,8 @@ DOCUMENT: dict[str, Any] = {
         "title": "authsvc",
         "version": __version__,
         "description": "Authentication service and OAuth 2.0 authorization server (docs/oauth.md). "
-        "Errors are JSON {error, error_description, detail}.",
+        "Errors are JSON {error, error_description, detail}; any route may also answer "
+        "404/405 for a wrong path or method, and 500 `internal_error` for a bug.",
     },
     "paths": PATHS,
     "components": {

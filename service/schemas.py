@@ -17,6 +17,9 @@ from starlette.datastructures import FormData
 from service import clients, errors, passwords
 from service.db.models import User
 
+# PostgreSQL text cannot hold NUL (a NUL in a login name was a 500); msgspec already refuses lone
+# surrogates in JSON, and form values are checked for both by _field
+TEXT = r"^[^\x00]*$"
 Username = Annotated[
     str,
     msgspec.Meta(
@@ -24,11 +27,28 @@ Username = Annotated[
         description="3 to 50 of A-Z a-z 0-9 _ . -; unique case-insensitively",
     ),
 ]
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, description="an email address; unique")]
-Password = Annotated[
-    str, msgspec.Meta(min_length=8, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)")
+# email_validator's bounds: "a@b.c" to 254 characters; it also wants a dot and a real top-level domain
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=5, max_length=254, extra_json_schema={"format": "email"},
+        description="an email address; unique. The domain needs a dot and a real top-level domain; RFC 6761's "
+        "special-use names (.test, .local, .localhost, .invalid, .onion, .arpa) are refused",
+    ),
 ]
-OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+# JSON Schema counts characters, bcrypt bytes: maxLength is exact for ASCII, and passwords.encode
+# refuses more than 72 bytes of UTF-8 whatever the characters
+PASSWORD_SCHEMA = {"format": "password", "maxLength": passwords.MAX_BYTES}
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8, pattern=TEXT, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)",
+        extra_json_schema=PASSWORD_SCHEMA,
+    ),
+]
+TOKEN_MAX_LENGTH = 2048
+OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=TOKEN_MAX_LENGTH, pattern=TEXT)]
+LOGIN_MAX_LENGTH = 320  # the form's username: a username or an email address
 
 
 class Register(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,13 +105,23 @@ def parse_refresh(body: bytes) -> RefreshRequest:
     return data
 
 
-def _field(form: FormData, name: str, *, max_length: int = 2048) -> str:
+def _field(form: FormData, name: str, *, max_length: int = TOKEN_MAX_LENGTH) -> str:
     value = form.get(name)
     if not isinstance(value, str) or value == "":
         raise errors.InvalidRequest(f"form field `{name}` is required")
     if len(value) > max_length:
         raise errors.InvalidRequest(f"form field `{name}` is longer than {max_length} characters")
+    if "\x00" in value or not _encodable(value):
+        raise errors.InvalidRequest(f"form field `{name}` holds a NUL or a lone surrogate, which text cannot")
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def parse_token_form(form: FormData) -> PasswordGrant | RefreshGrant:
@@ -125,17 +155,15 @@ def parse_oauth_token_form(form: FormData) -> PasswordGrant | RefreshGrant | Cli
 
 def _password_grant(form: FormData) -> PasswordGrant:
     password = _field(form, "password", max_length=1024)
-    passwords.encode(password)
-    return PasswordGrant(username=_field(form, "username", max_length=320), password=password)
+    passwords.encode(password)  # > 72 bytes: PasswordTooLong
+    return PasswordGrant(username=_field(form, "username", max_length=LOGIN_MAX_LENGTH), password=password)
 
 
 def _optional(form: FormData, name: str, *, max_length: int = 2048) -> str | None:
     value = form.get(name)
     if not isinstance(value, str) or value == "":
         return None
-    if len(value) > max_length:
-        raise errors.InvalidRequest(f"form field `{name}` is longer than {max_length} characters")
-    return value
+    return _field(form, name, max_length=max_length)
 
 
 def parse_token_param(form: FormData) -> str:

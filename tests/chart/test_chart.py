@@ -392,6 +392,7 @@ def test_database_goes_through_pgbouncer_without_prepared_statement_cache() -> N
     assert env["AUTH_REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{rendered.fullname}-redis:6379/0"
     ini = rendered.one("ConfigMap", f"{rendered.fullname}-pgbouncer")["data"]["pgbouncer.ini"]
     assert "pool_mode = transaction" in ini
+    assert "server_login_retry = 2" in ini  # the service answers 503 until PgBouncer logs in again
     assert f"authsvc = host={rendered.fullname}-postgresql port=5432 dbname=authsvc" in ini
 
 

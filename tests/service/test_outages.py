@@ -237,7 +237,9 @@ async def test_a_bug_is_one_500_logged_once_and_the_connection_stays_usable(
             async with admin.begin() as db:
                 await db.execute(text("ALTER TABLE users RENAME COLUMN password_digest TO password_hash"))
             await admin.dispose()
-        assert (status, answer) == (500, {"error": "internal_error", "detail": "Internal server error"})
+        assert (status, answer) == (500, {
+            "error": "internal_error", "error_description": "Internal server error", "detail": "Internal server error"
+        })
         status, answer = await connection.request("POST", TOKEN, login, Content_Type=FORM)  # same connection
         assert status == 200, answer
     [logged] = errors_logged(err)  # once: not again by uvicorn

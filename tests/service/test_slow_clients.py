@@ -65,6 +65,8 @@ async def test_bodies_trickling_in_get_408_and_their_connections_closed(
         assert head.startswith(b"HTTP/1.1 408 "), answer
         assert b"connection: close" in head.lower()
         assert json.loads(payload) == {
-            "error": "request_timeout", "detail": f"request body not received within {TIMEOUT:g}s",
+            "error": "request_timeout",
+            "error_description": f"request body not received within {TIMEOUT:g}s",
+            "detail": f"request body not received within {TIMEOUT:g}s",
         }
         assert TIMEOUT <= elapsed < TIMEOUT + 5  # cut off at the deadline, on a busy machine too

@@ -1,19 +1,32 @@
-"""Alembic environment: runs migrations on the service's own engine settings (async, PgBouncer-safe)."""
+"""Alembic environment: runs migrations on the service's own engine settings (async, PgBouncer-safe).
+
+``authsvc migrate`` (service/migrations.py) hands over its Settings in ``config.attributes``; the ``alembic``
+command run from the repository (alembic.ini) reads them from the AUTH_* variables, as the service does.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-
-from sqlalchemy.engine import Connection
+from typing import Any
 
 from alembic import context
+from sqlalchemy.engine import Connection
+
 from service import database
 from service.config import Settings
 from service.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+log = logging.getLogger("service.migrations")
+
+
+def applied(*, step: Any, **_: Any) -> None:
+    # One line per migration, at INFO: Alembic's own loggers stay at WARNING unless AUTH_LOG_LEVEL=DEBUG.
+    log.info("migration %s %s: %s", step.up_revision_id, "applied" if step.is_upgrade else "reverted",
+             step.up_revision.doc)
 
 
 def run(connection: Connection) -> None:
@@ -22,6 +35,7 @@ def run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
         compare_type=True,
+        on_version_apply=applied,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -2,7 +2,7 @@
 
     python bench/me_cache.py [--requests 2000] [--rounds 3]
 
-Starts a throwaway PostgreSQL + PgBouncer + Redis (tests/stack.py) and runs the app in-process over
+Starts a throwaway PostgreSQL + PgBouncer + Redis (devtools/stack.py) and runs the app in-process over
 httpx's ASGI transport (no network, no uvicorn: the differences are not diluted by them). Requests are
 sequential, after a warm-up. Modes, each against the same user and session:
 
@@ -89,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
+    from devtools.stack import Stack
     from service import keys, migrations
     from service.config import Settings
-    from tests.stack import Stack
 
     with Stack() as stack, tempfile.TemporaryDirectory() as folder:
         keys.generate(Path(folder), kid="bench")

@@ -2,7 +2,7 @@
 
     python bench/tracing_overhead.py [--rounds 3] [--index 3000] [--me 1000] [--logins 300]
 
-Starts a throwaway PostgreSQL + PgBouncer + Redis (tests/stack.py), then runs each mode in its own
+Starts a throwaway PostgreSQL + PgBouncer + Redis (devtools/stack.py), then runs each mode in its own
 process (OpenTelemetry's tracer provider is per process) against the same stack, in-process over
 httpx's ASGI transport: no network and no uvicorn, so the differences are not diluted by them and
 the percentages are upper bounds of what a real deployment sees. Requests are sequential. The
@@ -56,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(asyncio.run(measure(args.child, args.index, args.me, args.logins))))
         return 0
 
+    from devtools.stack import Stack
     from service import keys, migrations
     from service.config import Settings
-    from tests.stack import Stack
 
     with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as scratch, Stack(Path(scratch) / "stack") as stack:
         keys_dir = Path(scratch) / "keys"

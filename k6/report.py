@@ -44,7 +44,8 @@ def render(results: dict[str, Any]) -> str:
         _targets(results.get("targets", [])),
         _ceilings(results),
         _overview(results),
-        *(_run(results, label, run) for label, run in results["runs"].items() if label != "ceiling"),
+        *(_run(results, label, run) for label, run in results["runs"].items()
+          if run["script"] != "k6/scenarios/ceiling.js"),
         _profile(results.get("profile")),
         "</body></html>",
     ]
@@ -90,33 +91,37 @@ def _targets(rows: Sequence[dict[str, Any]]) -> str:
         return ""
     body = "".join(
         f"<tr><td class={ {True: 'met', False: 'missed', None: 'na'}[row['met']] }>"
-        f"{ {True: 'met', False: 'missed', None: 'n/a'}[row['met']] }</td><td>{_e(row['target'])}</td>"
-        f"<td>{_e(row['measured'])}</td></tr>"
+        f"{ {True: 'met', False: 'missed', None: 'n/a'}[row['met']] }</td><td>{_e(row.get('id', ''))}</td>"
+        f"<td>{_e(row['target'])}</td><td>{_e(row['measured'])}</td></tr>"
         for row in rows
     )
-    return f"<h2>Targets</h2><table><tr><th></th><th>target</th><th>measured</th></tr>{body}</table>"
+    return (f"<h2>Targets</h2><p class=muted>Ids follow issue 16's targets; r1: the first round's. Each is one figure "
+            f"against one bound; over several runs, the median (or the worst run, where a target holds for every run)."
+            f"</p><table><tr><th></th><th>id</th><th>target</th><th>measured</th></tr>{body}</table>")
 
 
 def _ceilings(results: dict[str, Any]) -> str:
-    ceilings = results.get("ceilings", {})
-    bcrypt, reads = ceilings.get("bcrypt"), ceilings.get("reads")
-    rows = []
-    if bcrypt:
-        rows.append(f"<tr><th>raw bcrypt (login and register ceiling)</th><td class=n>{bcrypt['rate']:.2f} hashes/s"
-                    f"</td><td>cost {bcrypt['cost']}, {bcrypt['threads']} threads: {bcrypt['cpu_ms_per_hash']:.0f} ms "
-                    f"of CPU per hash ({bcrypt['hashes']} hashes in {bcrypt['seconds']}s = {bcrypt['wall_rate']:.2f}/s "
-                    "by the clock, lower when other processes took CPU)</td></tr>")
-    if reads and reads.get("rate") is not None:
-        rows.append(f"<tr><th>bare Starlette endpoint (reads ceiling)</th><td class=n>{reads['rate']:.0f} requests/s"
-                    f"</td><td>constant JSON under the same uvicorn settings, {reads['vus']} VUs, p50 "
-                    f"{_ms(reads.get('p50_ms'))}, p99 {_ms(reads.get('p99_ms'))}</td></tr>")
+    repetitions = results.get("repetitions") or [{"ceilings": results.get("ceilings", {})}]
+    rows, charts = [], []
+    for index, repetition in enumerate(repetitions, 1):
+        bcrypt, reads = repetition["ceilings"].get("bcrypt"), repetition["ceilings"].get("reads")
+        which = f" · run {index}" if len(repetitions) > 1 else ""
+        if bcrypt:
+            rows.append(f"<tr><th>raw bcrypt (login and register ceiling){which}</th><td class=n>{bcrypt['rate']:.2f} "
+                        f"hashes/s</td><td>cost {bcrypt['cost']}, {bcrypt['threads']} threads: "
+                        f"{bcrypt['cpu_ms_per_hash']:.0f} ms of CPU per hash ({bcrypt['hashes']} hashes in "
+                        f"{bcrypt['seconds']}s = {bcrypt['wall_rate']:.2f}/s by the clock, lower when other processes "
+                        "took CPU)</td></tr>")
+        if reads and reads.get("rate") is not None:
+            rows.append(f"<tr><th>bare Starlette endpoint (reads ceiling){which}</th><td class=n>{reads['rate']:.0f} "
+                        f"requests/s</td><td>constant JSON under the same uvicorn settings, {reads['vus']} VUs, p50 "
+                        f"{_ms(reads.get('p50_ms'))}, p99 {_ms(reads.get('p99_ms'))}</td></tr>")
+            run = results["runs"].get(reads.get("run", "ceiling"))
+            if run:
+                charts.append(_charts(results, run))
     if not rows:
         return ""
-    charts = ""
-    run = results["runs"].get("ceiling")
-    if run:
-        charts = _charts(results, run)
-    return f"<h2>Ceilings, measured in this run</h2><table>{''.join(rows)}</table>{charts}"
+    return f"<h2>Ceilings, measured in this run</h2><table>{''.join(rows)}</table>{''.join(charts)}"
 
 
 def _overview(results: dict[str, Any]) -> str:
@@ -168,14 +173,31 @@ def _extra(extra: dict[str, Any]) -> str:
                      f"{extra['rounds_without_winner']}"))
     if "admitted" in extra:
         a, s = extra["admitted"], extra["shed"]
-        rows.append(("offered", f"{extra['offered_rate']:.0f} logins/s"))
+        if "offered_rate" in extra:
+            rows.append(("offered", f"{extra['offered_rate']:.0f} logins/s"))
+        else:
+            rows.append(("clients", f"{extra['clients']}, back to back, ignoring Retry-After"))
         rows.append(("admitted (200)", f"{a['count']}, p50 {_ms(a['p50_ms'])}, p99 {_ms(a['p99_ms'])}, max "
                      f"{_ms(a['max_ms'])}"))
         rows.append(("shed (503)", f"{s['count']}, p50 {_ms(s['p50_ms'])}, p99 {_ms(s['p99_ms'])}, max "
                      f"{_ms(s['max_ms'])}"))
-        rows.append(("timeouts / other 5xx", f"{extra['timeouts']} / {extra['other_5xx']}"))
+        rows.append(("timeouts / other 5xx / 503 without Retry-After",
+                     f"{extra['timeouts']} / {extra['other_5xx']} / {extra.get('missing_retry_after', 0)}"))
+    for phase, burst in extra.get("bursts", {}).items():
+        a, r = burst["admitted"], burst["refused"]
+        rows.append((f"{phase}: {burst['offered']} at once",
+                     f"admitted {a['count']:.0f} (p50 {_ms(a['p50_ms'])}, p99 {_ms(a['p99_ms'])}, max "
+                     f"{_ms(a['max_ms'])}; {burst['late']} late), 503 {r['count']:.0f} (p99 {_ms(r['p99_ms'])}; "
+                     f"{burst['missing_retry_after']} without Retry-After), timed out {burst['timeouts']}, "
+                     f"unanswered {burst['unanswered']}, other {burst['other']}"))
     if extra.get("storm_p99_ratio") is not None:
-        rows.append(("reads' p99 during the storm ÷ alone", f"{extra['storm_p99_ratio']:.2f}x"))
+        rows.append(("reads' p99 during the storm (clients honour Retry-After) ÷ alone",
+                     f"{extra['storm_p99_ratio']:.2f}x"))
+    if extra.get("naive_p99_ratio") is not None:
+        rows.append(("reads' p99 during the retry storm (clients ignore Retry-After) ÷ alone",
+                     f"{extra['naive_p99_ratio']:.2f}x"))
+    if extra.get("dropped"):
+        rows.append(("reads not sent (k6 out of VUs)", ", ".join(f"{k} {v}" for k, v in extra["dropped"].items())))
     growth = extra.get("rss_growth")
     if growth:
         rows.append(("service RSS after warm-up", f"{growth['baseline_mib']:.1f} → {growth['final_mib']:.1f} MiB "

@@ -34,6 +34,7 @@ class Point:
     metric: str
     value: float
     tags: dict[str, str]
+    scenario: str = ""  # the k6 scenario (phase) it was counted in, e.g. for dropped_iterations
 
 
 @dataclasses.dataclass
@@ -58,7 +59,8 @@ def read(path: Path, custom: Iterable[str] = ()) -> Points:
                 ))
             elif metric in wanted:
                 tags = dict(part.split("=", 1) for part in (row.get("extra_tags") or "").split("&") if "=" in part)
-                points.append(Point(int(row["timestamp"]) / 1000, metric, float(row["metric_value"]), tags))
+                points.append(Point(int(row["timestamp"]) / 1000, metric, float(row["metric_value"]), tags,
+                                    row.get("scenario") or ""))
     return Points(requests, points)
 
 

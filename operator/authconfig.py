@@ -10,9 +10,6 @@ An AuthConfig names a service Deployment (``spec.targetRef``). From its spec we 
 * ``<target>-cleanup``: the CronJob running ``authsvc cleanup`` with the service container's image and
   environment;
 * a checksum of each ConfigMap, stamped on the matching pod template so a change rolls the pods.
-
-The module is named ``authconfig`` rather than ``render`` because ``operator/`` is put on ``sys.path``
-(kopf does that for the script it runs): a plain word there could shadow an installed module.
 """
 
 from __future__ import annotations
@@ -62,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "refreshTtlSeconds": 604800,
         "sessionMaxAgeSeconds": 2592000,
         "reuseGraceSeconds": 0,
+        "clientCredentialsTtlSeconds": 900,
     },
     "accounts": {
         "passwordResetUrl": "",
@@ -72,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "registrationEnumerationSafe": False,
     },
     "mail": {"from": "", "smtp": {"host": "", "port": 587, "tls": "starttls"}},
+    "cors": {"allowedOrigins": []},
     "cleanup": {"schedule": "*/10 * * * *", "batchSize": 1000, "retentionSeconds": 604800},
 }
 
@@ -150,6 +149,8 @@ def settings_env(spec: Mapping[str, Any]) -> dict[str, str]:
         "AUTH_REFRESH_TOKEN_TTL": _text(tokens["refreshTtlSeconds"]),
         "AUTH_SESSION_MAX_AGE": _text(tokens["sessionMaxAgeSeconds"]),
         "AUTH_REFRESH_REUSE_GRACE": _text(tokens["reuseGraceSeconds"]),
+        "AUTH_CLIENT_TOKEN_TTL": _text(tokens["clientCredentialsTtlSeconds"]),
+        "AUTH_CORS_ORIGINS": ",".join(s["cors"]["allowedOrigins"]),
         "AUTH_CLEANUP_BATCH_SIZE": _text(cleanup["batchSize"]),
         "AUTH_CLEANUP_RETENTION": _text(cleanup["retentionSeconds"]),
         "AUTH_PASSWORD_MIN_LENGTH": _text(hashing["minLength"]),

@@ -1,4 +1,4 @@
-"""The AuthConfig operator: ``kopf run --standalone --namespace NS operator/handlers.py``.
+"""The AuthConfig operator: ``kopf run --standalone --namespace NS -m authsvc_operator.handlers``.
 
 One idempotent reconcile serves create, update and resume, and a timer re-runs it to put back what
 someone changed by hand. Every write is preceded by a read and skipped when nothing differs, so a
@@ -15,24 +15,12 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import kopf
 
-# operator/ is a folder, not a package: a package named "operator" would shadow the standard library.
-# kopf puts this folder on sys.path when it runs this file; the checkout's root comes last, for
-# `service` when it is not installed (in the image it is).
-_HERE = Path(__file__).resolve().parent
-for _path in (str(_HERE), str(_HERE.parent)):
-    if _path not in sys.path:
-        sys.path.append(_path)
-
-import authconfig  # noqa: E402
-import authconfig_state  # noqa: E402
-import kubeapi  # noqa: E402
+from authsvc_operator import authconfig, authconfig_state, kubeapi
 
 AUTHCONFIGS = (authconfig.GROUP, authconfig.VERSION, authconfig.PLURAL)
 PERMANENT = frozenset({"InvalidSpec", "Rejected"})

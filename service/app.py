@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -10,17 +11,17 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import anyio
-from sqlalchemy import exc as sa_exc
+from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from service import database, errors, keys, mail, metrics, migrations, policy, routes, store, telemetry, tokens, web
+from service import database, errors, keys, mail, metrics, migrations, policy, routes, startup, store, telemetry, web
 from service.cache import Cache
 from service.config import Settings
-from service.passwords import Hasher, available_cpus
+from service.passwords import Hasher
 from service.ratelimit import Limiter
 from service.resources import Resources, State
 
@@ -31,17 +32,16 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         if settings.embedded:  # the laptop default sets itself up; production never runs DDL here
-            keys.ensure(settings.keys_dir)
             await anyio.to_thread.run_sync(migrations.upgrade, settings)
-        keyset = keys.load(settings.keys_dir, settings.signing_key_id)
+            keys.ensure(settings.keys_dir)  # after the database: a failed start leaves no key behind
+        keyring = keys.Keyring(settings.keys_dir, settings.signing_key_id)  # a folder that does not load stops here
         engine = database.create_engine(settings, settings.database_url)
         read_engine = (
             database.create_engine(settings, settings.database_read_url) if settings.database_read_url else None
         )
         hasher = Hasher(
             settings.bcrypt_cost,
-            # the container's CPUs are shared by every uvicorn worker process
-            settings.hash_workers or max(1, available_cpus() // settings.processes),
+            startup.hash_threads(settings, settings.processes),  # the workers share the container's CPUs
             settings.hash_queue_size,
             settings.hash_max_wait,
         )
@@ -56,34 +56,40 @@ def create_app(settings: Settings) -> Starlette:
             label="mail",
         )
         sender = mail.Sender(settings, database.sessionmaker(mail_engine), mail.transport(settings), templates)
+        following: asyncio.Task[None] | None = None
         try:
             await migrations.check(settings, engine)
             await hasher.start()
             sessions = database.sessionmaker(engine)
+            res = Resources(
+                settings=settings,
+                engine=engine,
+                sessions=sessions,
+                reads=database.sessionmaker(read_engine) if read_engine else sessions,
+                hasher=hasher,
+                keyring=keyring,
+                store=shared,
+                limiter=Limiter(settings, shared),
+                cache=cache,
+                sender=sender,
+                templates=templates,
+                breach=breach,
+            )
+            # each worker process follows the keys folder on its own (a Secret the kubelet updates)
+            following = asyncio.get_running_loop().create_task(
+                keys.follow(keyring, settings.keys_reload_interval, res.use_keys)
+            )
             # every replica sends: SKIP LOCKED leases keep them off each other's rows (docs/accounts.md)
             sender.start()
-            yield {
-                "resources": Resources(
-                    settings=settings,
-                    engine=engine,
-                    sessions=sessions,
-                    reads=database.sessionmaker(read_engine) if read_engine else sessions,
-                    hasher=hasher,
-                    keys=keyset,
-                    verifier=tokens.Verifier(keyset, settings.jwt_issuer, settings.jwt_audience),
-                    jwks=keyset.jwks_json(),
-                    store=shared,
-                    limiter=Limiter(settings, shared),
-                    cache=cache,
-                    sender=sender,
-                    templates=templates,
-                    breach=breach,
-                )
-            }
+            yield {"resources": res}
         except migrations.SchemaOutOfDate as exc:
             log.error("%s", exc)
             raise
         finally:  # close in reverse order of creation
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
             await sender.stop()  # a round cut short leaves its rows leased; another sender takes them later
             await mail_engine.dispose()
             await breach.close()
@@ -99,17 +105,15 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*routes.ALL, metrics.ROUTE],
         lifespan=lifespan,
         middleware=[
+            *web.cors(settings.cors_origins),  # outermost: preflights are answered before routing
             Middleware(web.NoStore),
             Middleware(web.BodyLimit, limit=settings.max_body_bytes),
+            Middleware(web.BodyTimeout, timeout=settings.request_body_timeout),
+            Middleware(web.LastResort, handler=_unexpected),  # what no handler below took
         ],
         exception_handlers={
             errors.ServiceError: _service_error,
             HTTPException: _http_error,
-            sa_exc.TimeoutError: _database_unavailable,  # pool exhausted past AUTH_DB_POOL_TIMEOUT
-            sa_exc.OperationalError: _database_unavailable,
-            sa_exc.InterfaceError: _database_unavailable,
-            OSError: _database_unavailable,  # connection refused / reset
-            Exception: _internal_error,
         },
     )
     telemetry.instrument(app)  # request ids, access log, latency histogram; OTel server spans when on
@@ -117,7 +121,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
-    return web.error_response(cast(errors.ServiceError, exc))
+    return web.error_response(cast(errors.ServiceError, exc), oauth=request.url.path.startswith(web.OAUTH_PREFIX))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -135,14 +139,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("database unavailable: %s", type(exc).__name__)
-    return web.error_response(errors.DatabaseUnavailable())
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": "internal_error", "detail": "Internal server error"}, status_code=500)
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """An outage of the database is a 503 to retry; anything else is a bug: a 500, logged once with its
+    traceback and recorded on the request's span."""
+    if database.unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, database.reason(exc))
+        return web.error_response(errors.DatabaseUnavailable())
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    trace.get_current_span().record_exception(exc)
+    return web.error_response(errors.InternalError())
 
 
 def main() -> Starlette:

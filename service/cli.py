@@ -1,4 +1,4 @@
-"""``authsvc``: serve | migrate | cleanup | keys generate | check-config."""
+"""``authsvc``: serve | migrate | cleanup | keys generate | clients … | check-config."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
         "(docs/configuration.md); with none set it runs on SQLite in ./.authsvc.",
     )
     top.add_argument("--version", action="version", version=f"authsvc {__version__}")
+    top.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP service under uvicorn")
@@ -50,49 +53,109 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--kid", default=None, help="key id (default: a UTC timestamp)")
     generate.add_argument("--algorithm", choices=["EdDSA", "RS256", "ES256"], default="EdDSA")
 
+    clients = commands.add_parser("clients", help="register and manage OAuth 2.0 clients (docs/oauth.md)")
+    client_commands = clients.add_subparsers(dest="clients_command", required=True, metavar="ACTION")
+    create = client_commands.add_parser(
+        "create", help='register a client; prints {"client_id", "client_secret"} (the secret is shown only here)'
+    )
+    create.add_argument("name", help="a name for people (1-100 characters)")
+    create.add_argument("--grant-type", action="append", required=True, dest="grant_types",
+                        choices=["client_credentials", "password", "refresh_token"], help="repeat for several")
+    create.add_argument("--scope", default="", help='space-separated scopes it may be granted, e.g. "orders:read"')
+    create.add_argument("--audience", action="append", default=[], dest="audiences",
+                        help="an audience (aud) its client-credentials tokens may carry; repeat for several")
+    create.add_argument("--public", action="store_true", help="a public client: no secret (password grant only)")
+    create.add_argument("--token-ttl", type=int, default=None, help="access-token lifetime in seconds (default: "
+                        "AUTH_CLIENT_TOKEN_TTL for client credentials, AUTH_ACCESS_TOKEN_TTL for users)")
+    client_commands.add_parser("list", help="every client as JSON (never a secret)")
+    disable = client_commands.add_parser("disable", help="refuse the client from now on and end its sessions")
+    disable.add_argument("client_id")
+    rotate = client_commands.add_parser("rotate-secret", help="print a new secret; the old one stays valid a while")
+    rotate.add_argument("client_id")
+    rotate.add_argument("--keep-previous", type=int, default=86400, metavar="SECONDS",
+                        help="how long the current secret stays valid beside the new one (default 86400)")
+
     commands.add_parser("check-config", help="validate the AUTH_* settings and exit")
+
+    # `authsvc CMD --debug` as well as `authsvc --debug CMD`; SUPPRESS: a command's default must not undo the latter
+    for command in [*commands.choices.values(), generate]:
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of a failure")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every failure ends as one line on stderr naming what is wrong and what to do, and a non-zero exit;
+    the traceback too with ``--debug`` or AUTH_LOG_LEVEL=DEBUG."""
     args = parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = Settings.from_environ(os.environ)
-    except ConfigError as exc:
-        print(f"authsvc: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
+        logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
+        return run(args, settings)
+    except Exception as exc:
+        if args.debug or os.environ.get("AUTH_LOG_LEVEL", "").strip().upper() == "DEBUG":
+            traceback.print_exc()
+        if isinstance(exc, ConfigError):
+            print(f"authsvc: configuration error: {exc}", file=sys.stderr)
+            return 2
+        from service import startup
+
+        print(f"authsvc: {startup.explain(exc, settings)}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "serve":
-            return serve(args.host, args.port, args.workers, settings.log_level)
+            return serve(args.host, args.port, args.workers, settings.log_level, settings)
         case "migrate":
-            from service import migrations
+            from service import migrations, startup
 
+            asyncio.run(startup.revision(settings))  # reachable, and not ahead of this release
             migrations.upgrade(settings, args.revision)
-            print(f"schema at {args.revision}")
+            target = migrations.head(settings) if args.revision == "head" else args.revision
+            print(f"schema at {target} on {startup.where(settings.database_url)}")
             return 0
         case "cleanup":
             if args.metrics_port:
                 import prometheus_client
 
                 prometheus_client.start_http_server(args.metrics_port)  # a daemon thread
+            from service import startup
+
+            asyncio.run(startup.reach(settings))  # one clear line if the database does not answer
             return asyncio.run(cleanup(settings, args.loop, args.interval or settings.cleanup_interval))
         case "keys":
-            from service import keys
+            from service import keys, startup
 
-            path = keys.generate(args.dir or settings.keys_dir, args.kid, args.algorithm)
+            try:
+                path = keys.generate(args.dir or settings.keys_dir, args.kid, args.algorithm)
+            except FileExistsError as exc:
+                raise startup.StartupError(f"{exc.filename} exists: keys are never overwritten; pick another --kid") \
+                    from None
+            except ValueError as exc:
+                raise startup.StartupError(f"--kid: {exc}") from None
             print(path)
             return 0
+        case "clients":
+            if settings.embedded:  # the laptop default sets itself up, as `serve` does
+                from service import migrations
+
+                migrations.upgrade(settings)
+            return asyncio.run(manage_clients(settings, args))
         case "check-config":
             print("configuration ok")
             return 0
     return 2  # unreachable: argparse requires a command
 
 
-def serve(host: str, port: int, workers: int, log_level: str = "INFO") -> int:
+def serve(host: str, port: int, workers: int, log_level: str = "INFO", settings: Settings | None = None) -> int:
     import uvicorn
 
     metrics_dir(workers)  # N workers share PROMETHEUS_MULTIPROC_DIR: /metrics answers with their sum
+    if settings is not None:
+        check(settings, host, port, workers)
     # Each worker sizes its bcrypt pool to its share of the CPUs (Settings.processes): N workers of
     # "all CPUs" each would oversubscribe the cores and starve the event loops.
     os.environ["WEB_CONCURRENCY"] = str(workers)
@@ -105,10 +168,30 @@ def serve(host: str, port: int, workers: int, log_level: str = "INFO") -> int:
         lifespan="on",
         proxy_headers=False,  # X-Forwarded-For is believed only from AUTH_TRUSTED_PROXIES
         server_header=False,
+        # an idle keep-alive connection is closed after 5 s (uvicorn's default, stated because docs/design.md
+        # relies on it); bodies are bounded by AUTH_REQUEST_BODY_TIMEOUT, headers by the proxy in front
+        timeout_keep_alive=5,
         log_config=logs.config(log_level),  # applied in every worker process
         access_log=False,  # service.access logs each request, with its route, duration and ids
     )
     return 0
+
+
+def check(settings: Settings, host: str, port: int, workers: int) -> None:
+    """What ``serve`` needs, checked here before uvicorn starts: a failure in the workers' lifespan would be
+    printed with tracebacks. Logs the line saying what the service runs on.
+
+    The checks import prometheus_client. The parent of N workers serves no /metrics, so its metrics stay in
+    memory: files of its own in the shared directory would be added up as if it were one more worker.
+    """
+    shared = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None) if workers > 1 else None
+    try:
+        from service import startup  # imports prometheus_client, which picks its mode then
+
+        log.info("%s", asyncio.run(startup.check_serve(settings, host, port, workers)))
+    finally:
+        if shared is not None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
 
 
 def metrics_dir(workers: int) -> Path | None:
@@ -164,6 +247,45 @@ async def cleanup(settings: Settings, loop: bool, interval: int) -> int:
                 return 0
     finally:
         await engine.dispose()
+
+
+async def manage_clients(settings: Settings, args: argparse.Namespace) -> int:
+    """``authsvc clients …``: JSON on stdout; a refusal is one line on stderr and exit status 1."""
+    from service import clients, database, errors
+
+    engine = database.create_engine(settings, settings.database_url, pool=False)
+    sessions = database.sessionmaker(engine)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        match args.clients_command:
+            case "create":
+                scopes = clients.parse_scope(args.scope) or frozenset()
+                client, secret = await clients.register(
+                    sessions, name=args.name, grant_types=args.grant_types, scopes=scopes,
+                    audiences=args.audiences, confidential=not args.public, access_token_ttl=args.token_ttl, now=now,
+                )
+                print(json.dumps({"client_id": client.id, "client_secret": secret}))
+            case "list":
+                print(json.dumps([client.shape() for client in await clients.every(sessions)], indent=2))
+            case "disable":
+                if not await clients.disable(sessions, args.client_id, now):
+                    print(f"authsvc: no client {args.client_id}", file=sys.stderr)
+                    return 1
+                print(json.dumps({"client_id": args.client_id, "disabled": True}))
+            case "rotate-secret":
+                secret = await clients.rotate_secret(sessions, args.client_id, args.keep_previous, now)
+                if secret is None:
+                    print(f"authsvc: no enabled confidential client {args.client_id}", file=sys.stderr)
+                    return 1
+                until = now + dt.timedelta(seconds=args.keep_previous)
+                print(json.dumps({"client_id": args.client_id, "client_secret": secret,
+                                  "previous_secret_valid_until": until.isoformat()}))
+    except errors.ServiceError as exc:
+        print(f"authsvc: {exc.detail}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    return 0
 
 
 if __name__ == "__main__":

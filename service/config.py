@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +24,8 @@ PREFIX = "AUTH_"
 # browsers never send to a server, so it stays out of every access log on the way
 DEFAULT_RESET_URL = "http://127.0.0.1:8000/account/reset-password#token={token}"
 DEFAULT_VERIFY_URL = "http://127.0.0.1:8000/account/verify-email#token={token}"
+DEFAULT_ISSUER = "http://127.0.0.1:8000"  # where `authsvc serve` listens by default
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 §3.3 scope-token
 RATE = re.compile(r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
 
 
@@ -41,6 +44,7 @@ class Settings:
     db_pool_timeout: float
     db_pool_recycle: int
     db_connect_timeout: float
+    db_command_timeout: float
     db_statement_cache_size: int
     db_slow_query_ms: int
     redis_url: str | None
@@ -54,7 +58,8 @@ class Settings:
     # tokens
     keys_dir: Path
     signing_key_id: str | None
-    jwt_issuer: str
+    keys_reload_interval: float  # how often each process looks for a change of keys_dir
+    issuer: str  # a URL: the `iss` of every token and the base of every URL discovery publishes
     jwt_audience: str
     access_token_ttl: int
     refresh_token_ttl: int
@@ -62,6 +67,15 @@ class Settings:
     refresh_reuse_grace: int
     introspection_client_id: str
     introspection_secret: Secret | None
+    # OAuth 2.0 clients and scopes (docs/oauth.md)
+    user_scopes: frozenset[str]
+    default_scopes: frozenset[str]
+    password_grant_requires_client: bool
+    client_token_ttl: int
+    bootstrap_client_id: str
+    bootstrap_client_secret: Secret | None
+    bootstrap_client_scopes: frozenset[str]
+    cors_origins: tuple[str, ...]
     # rate limits and cache (Redis issue)
     rate_limit_enabled: bool
     rate_limit_ip: str
@@ -70,6 +84,7 @@ class Settings:
     rate_limit_token_per_user: str
     rate_limit_refresh: str
     rate_limit_introspect: str
+    rate_limit_client: str
     login_backoff_base: float
     login_backoff_cap: float
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -102,6 +117,7 @@ class Settings:
     cleanup_retention: int
     cleanup_interval: int
     max_body_bytes: int
+    request_body_timeout: float
     log_level: str
 
     @property
@@ -126,6 +142,7 @@ class Settings:
             db_pool_timeout=env.get("DB_POOL_TIMEOUT", _float(0.1, 600), 5.0),
             db_pool_recycle=env.get("DB_POOL_RECYCLE", _int(-1, 86400), 1800),
             db_connect_timeout=env.get("DB_CONNECT_TIMEOUT", _float(0.1, 120), 5.0),
+            db_command_timeout=env.get("DB_COMMAND_TIMEOUT", _float(0, 600), 5.0),
             db_statement_cache_size=env.get("DB_STATEMENT_CACHE_SIZE", _int(0, 100000), 100),
             db_slow_query_ms=env.get("DB_SLOW_QUERY_MS", _int(0, 3_600_000), 200),
             redis_url=env.get("REDIS_URL", _redis_url, "") or None,
@@ -137,7 +154,9 @@ class Settings:
             processes=_Reader(environ, prefix="").get("WEB_CONCURRENCY", _int(1, 1024), 1),
             keys_dir=Path(env.get("KEYS_DIR", str, str(data_dir / "keys"))).expanduser(),
             signing_key_id=env.get("SIGNING_KEY_ID", str, "") or None,
-            jwt_issuer=env.get("JWT_ISSUER", _nonempty, "authsvc"),
+            keys_reload_interval=env.get("KEYS_RELOAD_INTERVAL", _float(0.1, 3600), 10.0),
+            # AUTH_JWT_ISSUER is the deprecated name of AUTH_ISSUER
+            issuer=env.get("ISSUER", _issuer, "") or env.get("JWT_ISSUER", _issuer, DEFAULT_ISSUER),
             jwt_audience=env.get("JWT_AUDIENCE", _nonempty, "authsvc"),
             access_token_ttl=env.get("ACCESS_TOKEN_TTL", _int(30, 86400), 900),
             refresh_token_ttl=env.get("REFRESH_TOKEN_TTL", _int(60, 31_536_000), 604_800),
@@ -145,6 +164,14 @@ class Settings:
             refresh_reuse_grace=env.get("REFRESH_REUSE_GRACE", _int(0, 300), 0),
             introspection_client_id=env.get("INTROSPECTION_CLIENT_ID", _nonempty, "introspect"),
             introspection_secret=env.get("INTROSPECTION_SECRET", _secret, None),
+            user_scopes=env.get("USER_SCOPES", _scopes, frozenset({"profile", "email"})),
+            default_scopes=env.get("DEFAULT_SCOPES", _scopes, frozenset({"profile"})),
+            password_grant_requires_client=env.get("PASSWORD_GRANT_REQUIRES_CLIENT", _bool, False),
+            client_token_ttl=env.get("CLIENT_TOKEN_TTL", _int(30, 86400), 900),
+            bootstrap_client_id=env.get("BOOTSTRAP_CLIENT_ID", _client_id, "bootstrap"),
+            bootstrap_client_secret=env.get("BOOTSTRAP_CLIENT_SECRET", _secret, None),
+            bootstrap_client_scopes=env.get("BOOTSTRAP_CLIENT_SCOPES", _scopes, frozenset({"admin"})),
+            cors_origins=env.get("CORS_ORIGINS", _origins, ()),
             rate_limit_enabled=env.get("RATE_LIMIT_ENABLED", _bool, True),
             rate_limit_ip=env.get("RATE_LIMIT_IP", _rate, "1200/minute"),
             rate_limit_register=env.get("RATE_LIMIT_REGISTER", _rate, "10/minute"),
@@ -152,6 +179,7 @@ class Settings:
             rate_limit_token_per_user=env.get("RATE_LIMIT_TOKEN_PER_USER", _rate, "10/minute"),
             rate_limit_refresh=env.get("RATE_LIMIT_REFRESH", _rate, "60/minute"),
             rate_limit_introspect=env.get("RATE_LIMIT_INTROSPECT", _rate, "6000/minute"),
+            rate_limit_client=env.get("RATE_LIMIT_CLIENT", _rate, "600/minute"),
             login_backoff_base=env.get("LOGIN_BACKOFF_BASE", _float(0, 60), 1.0),
             login_backoff_cap=env.get("LOGIN_BACKOFF_CAP", _float(0, 86400), 300.0),
             trusted_proxies=env.get("TRUSTED_PROXIES", _networks, ()),
@@ -182,6 +210,7 @@ class Settings:
             cleanup_retention=env.get("CLEANUP_RETENTION", _int(0, 31_536_000), 604_800),
             cleanup_interval=env.get("CLEANUP_INTERVAL", _int(1, 86400), 300),
             max_body_bytes=env.get("MAX_BODY_BYTES", _int(1024, 10_485_760), 16_384),
+            request_body_timeout=env.get("REQUEST_BODY_TIMEOUT", _float(0.1, 600), 10.0),
             log_level=env.get("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
         )
         if settings.login_backoff_cap < settings.login_backoff_base:
@@ -193,6 +222,10 @@ class Settings:
             raise ConfigError(f"{PREFIX}SMTP_STARTTLS applies to smtp:// only (smtps:// is TLS from the start)")
         if settings.smtp_password_file and not settings.smtp_username:
             raise ConfigError(f"{PREFIX}SMTP_PASSWORD_FILE needs {PREFIX}SMTP_USERNAME")
+        if not settings.default_scopes <= settings.user_scopes:
+            raise ConfigError(f"{PREFIX}DEFAULT_SCOPES must be a subset of {PREFIX}USER_SCOPES")
+        if settings.bootstrap_client_id == settings.introspection_client_id and settings.bootstrap_client_secret:
+            raise ConfigError(f"{PREFIX}BOOTSTRAP_CLIENT_ID must differ from {PREFIX}INTROSPECTION_CLIENT_ID")
         if settings.embedded and settings.database_read_url:
             raise ConfigError(f"{PREFIX}DATABASE_READ_URL needs {PREFIX}DATABASE_URL to be PostgreSQL")
         return settings
@@ -262,6 +295,36 @@ def _nonempty(raw: str) -> str:
 
 def _secret(raw: str) -> Secret:
     return Secret(raw)
+
+
+def _issuer(raw: str) -> str:
+    """RFC 8414 §2: an http(s) URL with no query or fragment; kept without a trailing slash."""
+    url = urllib.parse.urlsplit(raw)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment or "#" in raw:
+        raise ValueError("expected a URL such as https://auth.example.com (http or https, no query or fragment)")
+    return raw.rstrip("/")
+
+
+def _scopes(raw: str) -> frozenset[str]:
+    found = frozenset(raw.split())
+    if not all(SCOPE_TOKEN.match(scope) for scope in found):
+        raise ValueError('expected space-separated scope names (printable ASCII without " or \\)')
+    return found
+
+
+def _client_id(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._~-]{1,64}", raw):
+        raise ValueError("expected 1 to 64 of A-Z a-z 0-9 . _ ~ -")
+    return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for origin in origins:
+        url = urllib.parse.urlsplit(origin)
+        if origin != "*" and (url.scheme not in ("http", "https") or not url.hostname or url.path):
+            raise ValueError("expected comma-separated origins such as https://app.example.com, or *")
+    return origins
 
 
 def _rate(raw: str) -> str:

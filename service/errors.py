@@ -1,12 +1,17 @@
 """What can go wrong, classified by what the caller should do about it.
 
-ServiceError (400 invalid_request)
-├── InvalidRequest (422)             the body is malformed or a field fails validation
-│   ├── PasswordTooLong (422)        more than 72 UTF-8 bytes: refused, never truncated
+ServiceError (400 invalid_request)                                      on /oauth2/* (RFC 6749 §5.2)
+├── InvalidRequest (422)             malformed body, a field fails validation   400 invalid_request
+│   ├── PasswordTooLong (422)        over 72 UTF-8 bytes: refused, never truncated  400 invalid_request
+│   ├── UnsupportedGrantType (422)   a grant_type we do not serve          400 unsupported_grant_type
 │   └── WeakPassword (422)           too short, too common, or found in a breach (service/policy.py)
 ├── InvalidLink (400)                a reset or verification token unknown, used, expired or superseded
-├── UnsupportedMediaType (415)
+├── InvalidScope (400)               a scope the client may not have
+├── InvalidTarget (400)              RFC 8707: a resource the client may not address
+├── UnauthorizedClient (400)         the client may not use this grant type or token
+├── UnsupportedMediaType (415)                                                 400 invalid_request
 ├── PayloadTooLarge (413)
+├── RequestTimeout (408)             the body did not arrive in time (slow client); closes the connection
 ├── NotFound (404) · MethodNotAllowed (405)
 ├── Conflict (409)
 │   ├── UsernameTaken
@@ -16,15 +21,19 @@ ServiceError (400 invalid_request)
 │   └── EmailNotVerified             AUTH_REQUIRE_VERIFIED_EMAIL: only after the password was right
 ├── Unauthorized (401, WWW-Authenticate: Bearer)
 │   ├── InvalidCredentials          one answer for unknown user, wrong password, inactive user
+│   │                                                                          400 invalid_grant
 │   ├── InvalidToken                 bad, expired or revoked access token
-│   ├── InvalidGrant                 unknown, expired, reused or revoked refresh token
-│   └── InvalidClient (Basic)        introspection caller without the configured secret
+│   ├── InvalidGrant                 unknown, expired, reused or revoked refresh token  400 invalid_grant
+│   └── InvalidClient (Basic)        client authentication failed: unknown, wrong secret, disabled
 ├── RateLimited (429, Retry-After)
-└── Unavailable (503, Retry-After)
-    ├── Overloaded                   the hash queue is full
-    └── DatabaseUnavailable          no connection could be had in time
+├── Unavailable (503, Retry-After)
+│   ├── Overloaded                   the hash queue is full
+│   └── DatabaseUnavailable          no connection in time, or the connection broke
+└── InternalError (500)              a bug: logged with its traceback, never details to the client
 
-Imports nothing from Starlette: app.py maps these to HTTP in one place.
+The old `/api/v1/auth/*` routes answer with ``status_code`` and ``code`` (the old app's contract);
+the standard `/oauth2/*` endpoints with ``oauth_status`` and ``oauth_code`` where RFC 6749 says
+otherwise. Imports nothing from Starlette: web.error_response renders both in one place.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ class ServiceError(Exception):
     status_code = 400
     code = "invalid_request"
     default_detail = "Invalid request"
+    oauth_status: int | None = None  # the RFC 6749 §5.2 answer on /oauth2/*, where it differs
+    oauth_code: str | None = None
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.default_detail
@@ -46,6 +57,7 @@ class ServiceError(Exception):
 class InvalidRequest(ServiceError):
     status_code = 422
     code = "invalid_request"
+    oauth_status, oauth_code = 400, "invalid_request"
 
 
 class PasswordTooLong(InvalidRequest):
@@ -76,17 +88,45 @@ class WrongPassword(Forbidden):
 class EmailNotVerified(Forbidden):
     code = "email_not_verified"
     default_detail = "Verify your email address first: follow the link in the mail we sent"
+class UnsupportedGrantType(InvalidRequest):
+    oauth_code = "unsupported_grant_type"
+    default_detail = "grant_type must be `password` or `refresh_token`"
+
+
+class InvalidScope(ServiceError):
+    code = "invalid_scope"
+    default_detail = "The requested scope is invalid, unknown, or not allowed for this client"
+
+
+class InvalidTarget(ServiceError):
+    code = "invalid_target"
+    default_detail = "The requested resource is not an audience this client may address"
+
+
+class UnauthorizedClient(ServiceError):
+    code = "unauthorized_client"
+    default_detail = "This client is not allowed to use this grant type"
 
 
 class UnsupportedMediaType(ServiceError):
     status_code = 415
     code = "unsupported_media_type"
+    oauth_status, oauth_code = 400, "invalid_request"
 
 
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
     default_detail = "request body too large"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+    code = "request_timeout"
+    default_detail = "request body not received in time"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of the body may still be on its way: no reuse
 
 
 class NotFound(ServiceError):
@@ -133,6 +173,7 @@ class Unauthorized(ServiceError):
 class InvalidCredentials(Unauthorized):
     code = "invalid_credentials"
     default_detail = "Incorrect username or password"
+    oauth_status, oauth_code = 400, "invalid_grant"
 
 
 class InvalidToken(Unauthorized):
@@ -144,12 +185,13 @@ class InvalidToken(Unauthorized):
 class InvalidGrant(Unauthorized):
     code = "invalid_grant"
     default_detail = "Invalid or expired refresh token"
+    oauth_status = 400
 
 
 class InvalidClient(Unauthorized):
     code = "invalid_client"
     default_detail = "Client authentication failed"
-    challenge = 'Basic realm="introspection"'
+    challenge = 'Basic realm="authsvc"'
 
 
 class _TryLater(ServiceError):
@@ -185,3 +227,9 @@ class Overloaded(Unavailable):
 class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
     default_detail = "The database is unavailable; try again shortly"
+
+
+class InternalError(ServiceError):
+    status_code = 500
+    code = "internal_error"
+    default_detail = "Internal server error"

@@ -28,6 +28,9 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 
 # Loggers that print data at INFO/DEBUG: kept at WARNING whatever AUTH_LOG_LEVEL says.
 QUIET = {"sqlalchemy": "WARNING", "asyncpg": "WARNING", "multipart": "WARNING", "python_multipart": "WARNING"}
+# Loggers that chatter at INFO (Alembic: a line per plugin and per dialect setting): WARNING unless DEBUG.
+# The migrations log what they apply themselves (alembic/env.py).
+CHATTY = {"alembic": "WARNING"}
 
 _SECRET = re.compile(
     r"(?P<scheme>\bbearer\s+)[A-Za-z0-9._~+/=-]{16,}"  # Authorization header values
@@ -81,6 +84,7 @@ def config(level: str) -> dict[str, Any]:
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
             **{name: {"level": quiet} for name, quiet in QUIET.items()},
+            **{name: {"level": quiet} for name, quiet in CHATTY.items() if level != "DEBUG"},
             # uvicorn's own handlers would print plain text; its records go to the root as JSON
             "uvicorn": {"handlers": [], "propagate": True, "level": level},
             "uvicorn.error": {"handlers": [], "propagate": True, "level": level},

@@ -132,6 +132,20 @@ MAIL_SEND_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
+# -- signing keys: AUTH_KEYS_DIR followed without a restart (service/keys.py) --------------------------
+KEYS_RELOADS = Counter(
+    "auth_keys_reloads",
+    "Changes of AUTH_KEYS_DIR seen, by result: loaded, or refused (it did not load; the last good keys stay).",
+    ["result"],
+)
+for _result in ("loaded", "refused"):
+    KEYS_RELOADS.labels(_result)
+KEYS_DEGRADED = Gauge(
+    "auth_keys_degraded",
+    "1 while AUTH_KEYS_DIR holds a state that did not load and the last good keys are in use.",
+    multiprocess_mode="livemax",
+)
+
 # -- housekeeping ---------------------------------------------------------------------------------------
 CLEANUP_DELETED = Counter("auth_cleanup_rows_deleted", "Rows deleted by `authsvc cleanup`, by table.", ["table"])
 

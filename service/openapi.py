@@ -24,7 +24,12 @@ LINKS = [
     ("/api/v1/auth/verify-email", "verify-email", "POST"),
     ("/api/v1/auth/verify-email/resend", "verify-email-resend", "POST"),
     ("/api/v1/auth/sessions", "sessions", "GET"),
+    ("/oauth2/token", "oauth2-token", "POST"),
+    ("/oauth2/revoke", "oauth2-revoke", "POST"),
+    ("/oauth2/introspect", "oauth2-introspect", "POST"),
     ("/.well-known/jwks.json", "jwks", "GET"),
+    ("/.well-known/oauth-authorization-server", "oauth-authorization-server", "GET"),
+    ("/.well-known/openid-configuration", "openid-configuration", "GET"),
     ("/health/readiness", "readiness", "GET"),
     ("/openapi.json", "openapi", "GET"),
 ]
@@ -47,9 +52,36 @@ def _body(schema: str, media: str = "application/json") -> dict[str, Any]:
 
 
 INVALID = _error("invalid body: malformed, missing/extra fields, or a field out of range")
-LIMITED = _error("rate limited; see Retry-After")
-UNAUTHORIZED = _error("missing, invalid, expired or revoked credentials (WWW-Authenticate set)")
+TIMED_OUT = _error("the body did not arrive within AUTH_REQUEST_BODY_TIMEOUT; the connection is closed")
+TOO_LARGE = _error("body over AUTH_MAX_BODY_BYTES")
+NOT_JSON = _error("Content-Type is not application/json")
+NOT_FORM = _error("Content-Type is not a form")
+RETRY_AFTER = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}}
+CHALLENGE = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+LIMITED = {**_error("rate limited; see Retry-After"), "headers": RETRY_AFTER}
+UNAVAILABLE = {
+    **_error("overloaded (`overloaded`) or the database unreachable (`database_unavailable`); see Retry-After"),
+    "headers": RETRY_AFTER,
+}
+UNAUTHORIZED = {
+    **_error("missing, invalid, expired or revoked credentials"),
+    "headers": CHALLENGE,
+}
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# OpenAPI links: what a client does next with an answer (schemathesis' stateful phase follows them)
+LOGIN = {
+    "Login": {
+        "operationId": "token",
+        "requestBody": {"username": "$request.body#/username", "password": "$request.body#/password"},
+    }
+}
+WITH_PAIR = {
+    "Refresh": {"operationId": "refresh", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
+    "Revoke": {"operationId": "revoke", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
+    "Introspect": {"operationId": "introspect", "requestBody": {"token": "$response.body#/access_token"}},
+}
+NO_NUL = {"pattern": schemas.TEXT}  # PostgreSQL text holds no NUL; refused with 422
+TOKEN_VALUE = {"type": "string", "minLength": 1, "maxLength": schemas.TOKEN_MAX_LENGTH, **NO_NUL}
 
 _request_schemas, _components = msgspec.json.schema_components(
     [
@@ -63,8 +95,12 @@ COMPONENTS: dict[str, Any] = {
     **_components,
     "Error": {
         "type": "object",
-        "required": ["error", "detail"],
-        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+        "required": ["error", "error_description", "detail"],
+        "properties": {
+            "error": {"type": "string", "description": "a code; on /oauth2/* one of RFC 6749 §5.2"},
+            "error_description": {"type": "string", "description": "the message (RFC 6749 §5.2)"},
+            "detail": {"type": "string", "description": "the same message, where the old app's clients read it"},
+        },
     },
     "User": {
         "type": "object",
@@ -114,16 +150,70 @@ COMPONENTS: dict[str, Any] = {
             "refresh_expires_in": {"type": "integer"},
         },
     },
-    "TokenForm": {
+    "TokenForm": {  # RFC 6749 §3.2: parameters the grant does not use are ignored
+        "oneOf": [
+            {
+                "title": "password grant (login)",
+                "type": "object",
+                "required": ["username", "password"],
+                "properties": {
+                    "grant_type": {"const": "password", "default": "password"},
+                    "username": {
+                        "type": "string", "minLength": 1, "maxLength": schemas.LOGIN_MAX_LENGTH, **NO_NUL,
+                        "description": "username, or email when it holds an @",
+                    },
+                    "password": {
+                        "type": "string", "minLength": 1, **NO_NUL, **schemas.PASSWORD_SCHEMA,
+                        "description": "at most 72 bytes of UTF-8",
+                    },
+                },
+            },
+            {
+                "title": "refresh_token grant",
+                "type": "object",
+                "required": ["grant_type", "refresh_token"],
+                "properties": {"grant_type": {"const": "refresh_token"}, "refresh_token": TOKEN_VALUE},
+            },
+        ],
+    },
+    "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": TOKEN_VALUE}},
+    "OAuthTokenForm": {
         "type": "object",
+        "required": ["grant_type"],
+        "description": "RFC 6749 §4.3, §6, §4.4; client credentials by HTTP Basic or as client_id/client_secret here",
         "properties": {
-            "grant_type": {"enum": ["password", "refresh_token"], "default": "password"},
-            "username": {"type": "string", "description": "username, or email when it holds an @"},
+            "grant_type": {"enum": ["password", "refresh_token", "client_credentials"]},
+            "username": {"type": "string", "description": "password grant: username, or email when it holds an @"},
             "password": {"type": "string"},
             "refresh_token": {"type": "string"},
+            "scope": {"type": "string", "description": "space-separated; must be a subset of what is allowed"},
+            "resource": {"type": "string", "description": "RFC 8707: one of the client's audiences"},
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string"},
         },
     },
-    "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+    "OAuthToken": {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "scope"],
+        "properties": {
+            "access_token": {"type": "string", "description": "RFC 9068 JWT (typ at+jwt); verify with the JWKS"},
+            "token_type": {"const": "bearer"},
+            "expires_in": {"type": "integer"},
+            "scope": {"type": "string"},
+            "refresh_token": {"type": "string", "description": "password and refresh_token grants only"},
+            "refresh_expires_in": {"type": "integer"},
+        },
+    },
+    "OAuthTokenParam": {
+        "type": "object",
+        "required": ["token"],
+        "properties": {
+            "token": TOKEN_VALUE,
+            "token_type_hint": {"enum": ["access_token", "refresh_token"], "description": "accepted and not needed"},
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string"},
+        },
+    },
     "Introspection": {
         "type": "object",
         "required": ["active"],
@@ -138,7 +228,9 @@ COMPONENTS: dict[str, Any] = {
             "jti": {"type": "string"},
             "email_verified": {"type": "boolean"},
             "iss": {"type": "string"},
-            "aud": {"type": "string"},
+            "aud": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "scope": {"type": "string"},
+            "client_id": {"type": "string"},
         },
     },
     "Health": {
@@ -150,6 +242,22 @@ COMPONENTS: dict[str, Any] = {
         },
     },
     "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
+    "ServerMetadata": {
+        "type": "object",
+        "description": "RFC 8414 authorization server metadata; every URL is absolute, under the issuer",
+        "required": ["issuer", "token_endpoint", "jwks_uri", "response_types_supported"],
+        "properties": {
+            "issuer": {"type": "string", "format": "uri"},
+            "token_endpoint": {"type": "string", "format": "uri"},
+            "jwks_uri": {"type": "string", "format": "uri"},
+            "revocation_endpoint": {"type": "string", "format": "uri"},
+            "introspection_endpoint": {"type": "string", "format": "uri"},
+            "grant_types_supported": {"type": "array", "items": {"type": "string"}},
+            "response_types_supported": {"type": "array", "items": {"type": "string"}},
+            "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
+            "scopes_supported": {"type": "array", "items": {"type": "string"}},
+        },
+    },
 }
 
 FORM = "application/x-www-form-urlencoded"
@@ -158,50 +266,60 @@ PATHS: dict[str, Any] = {
     "/": {"get": {"summary": "Service index", "responses": {"200": {"description": "name, version, links"}}}},
     "/api/v1/auth/register": {
         "post": {
+            "operationId": "register",
             "summary": "Create a user",
             "requestBody": _body("Register"),
             "responses": {
-                "201": _json("created", "User"),
+                "201": {**_json("created", "User"), "links": LOGIN},
                 "202": _json("AUTH_REGISTRATION_ENUMERATION_SAFE: accepted, the outcome is mailed", "Accepted"),
+                "408": TIMED_OUT,
                 "409": _error("username or email taken"),
-                "413": _error("body too large"),
-                "415": _error("not JSON"),
+                "413": TOO_LARGE,
+                "415": NOT_JSON,
                 "422": INVALID,
                 "429": LIMITED,
-                "503": _error("overloaded; see Retry-After"),
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/token": {
         "post": {
+            "operationId": "token",
             "summary": "OAuth2 token endpoint: password grant (login) or refresh_token grant",
             "requestBody": _body("TokenForm", FORM),
             "responses": {
-                "200": _json("a new token pair", "TokenPair"),
-                "401": _error("Incorrect username or password; or an invalid refresh token"),
+                "200": {**_json("a new token pair", "TokenPair"), "links": WITH_PAIR},
+                "401": {**_error("Incorrect username or password; or an invalid refresh token"), "headers": CHALLENGE},
                 "403": _error("email_not_verified (AUTH_REQUIRE_VERIFIED_EMAIL), only after the right password"),
-                "415": _error("not a form"),
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_FORM,
                 "422": INVALID,
                 "429": LIMITED,
-                "503": _error("password checks overloaded; see Retry-After"),
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/refresh": {
         "post": {
+            "operationId": "refresh",
             "summary": "Rotate a refresh token; reuse of a used one revokes its whole session",
             "requestBody": _body("RefreshRequest"),
             "responses": {
-                "200": _json("a new token pair", "TokenPair"),
-                "401": _error("unknown, expired, revoked or reused refresh token"),
-                "415": _error("not JSON"),
+                "200": {**_json("a new token pair", "TokenPair"), "links": WITH_PAIR},
+                "401": {**_error("unknown, expired, revoked or reused refresh token"), "headers": CHALLENGE},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_JSON,
                 "422": INVALID,
                 "429": LIMITED,
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/revoke": {
         "post": {
+            "operationId": "revoke",
             "summary": "End the session a token belongs to (RFC 7009; idempotent)",
             "requestBody": {
                 "required": True,
@@ -210,32 +328,98 @@ PATHS: dict[str, Any] = {
                     FORM: {"schema": _ref("TokenParam")},
                 },
             },
-            "responses": {"204": {"description": "revoked, or nothing to revoke"}, "422": INVALID},
+            "responses": {
+                "204": {"description": "revoked, or nothing to revoke"},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": _error("neither JSON nor a form"),
+                "422": INVALID,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/logout-all": {
         "post": {
             "summary": "End every session of the caller",
             "security": BEARER,
-            "responses": {"204": {"description": "all sessions ended"}, "401": UNAUTHORIZED},
+            "responses": {
+                "204": {"description": "all sessions ended"},
+                "401": UNAUTHORIZED,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/me": {
         "get": {
             "summary": "The caller",
             "security": BEARER,
-            "responses": {"200": _json("the user", "User"), "401": UNAUTHORIZED},
+            "responses": {
+                "200": _json("the user", "User"),
+                "401": UNAUTHORIZED,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/introspect": {
         "post": {
+            "operationId": "introspect",
             "summary": "RFC 7662 token introspection for resource servers",
             "security": [{"introspectionBasic": []}, {"introspectionBearer": []}],
             "requestBody": _body("TokenParam", FORM),
             "responses": {
                 "200": _json("token state", "Introspection"),
-                "401": _error("caller without the introspection secret"),
+                "401": {**_error("caller without the introspection secret"), "headers": CHALLENGE},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_FORM,
                 "422": INVALID,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
+        }
+    },
+    "/oauth2/token": {
+        "post": {
+            "summary": "OAuth 2.0 token endpoint (RFC 6749): password, refresh_token, client_credentials",
+            "security": [{"clientBasic": []}, {}],
+            "requestBody": _body("OAuthTokenForm", FORM),
+            "responses": {
+                "200": _json("tokens", "OAuthToken"),
+                "400": _error("RFC 6749 §5.2: invalid_request, invalid_grant, unsupported_grant_type, "
+                              "invalid_scope, unauthorized_client; RFC 8707 invalid_target"),
+                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
+                "413": _error("body too large"),
+                "429": LIMITED,
+                "503": _error("password checks overloaded; see Retry-After"),
+            },
+        }
+    },
+    "/oauth2/revoke": {
+        "post": {
+            "summary": "RFC 7009 revocation: ends the session of a refresh or user access token",
+            "security": [{"clientBasic": []}, {}],
+            "requestBody": _body("OAuthTokenParam", FORM),
+            "responses": {
+                "200": {"description": "revoked, or nothing to revoke"},
+                "400": _error("invalid_request; unauthorized_client for another client's token"),
+                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
+                "429": LIMITED,
+            },
+        }
+    },
+    "/oauth2/introspect": {
+        "post": {
+            "summary": "RFC 7662 introspection, for confidential clients",
+            "security": [{"clientBasic": []}],
+            "requestBody": _body("OAuthTokenParam", FORM),
+            "responses": {
+                "200": _json("token state", "Introspection"),
+                "400": _error("invalid_request"),
+                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
+                "429": LIMITED,
             },
         }
     },
@@ -338,6 +522,15 @@ PATHS: dict[str, Any] = {
     "/.well-known/jwks.json": {
         "get": {"summary": "Every accepted signing key", "responses": {"200": _json("JWKS", "JWKS")}}
     },
+    "/.well-known/oauth-authorization-server": {
+        "get": {"summary": "RFC 8414 discovery", "responses": {"200": _json("metadata", "ServerMetadata")}}
+    },
+    "/.well-known/openid-configuration": {
+        "get": {
+            "summary": "OpenID Connect Discovery (the fields that apply)",
+            "responses": {"200": _json("metadata", "ServerMetadata")},
+        }
+    },
     "/health/liveness": {"get": {"responses": {"200": _json("alive", "Health")}}},
     "/health/readiness": {
         "get": {"responses": {"200": _json("ready", "Health"), "503": _json("a check failed", "Health")}}
@@ -357,7 +550,9 @@ DOCUMENT: dict[str, Any] = {
     "info": {
         "title": "authsvc",
         "version": __version__,
-        "description": "Authentication service. Errors are JSON {error, detail}.",
+        "description": "Authentication service and OAuth 2.0 authorization server (docs/oauth.md). "
+        "Errors are JSON {error, error_description, detail}; any route may also answer "
+        "404/405 for a wrong path or method, and 500 `internal_error` for a bug.",
     },
     "paths": PATHS,
     "components": {
@@ -365,6 +560,7 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             "introspectionBasic": {"type": "http", "scheme": "basic"},
+            "clientBasic": {"type": "http", "scheme": "basic", "description": "client_secret_basic"},
             "introspectionBearer": {"type": "http", "scheme": "bearer"},
         },
     },

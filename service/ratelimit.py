@@ -2,18 +2,22 @@
 
 Windows are counted by the ``limits`` library (sliding-window counters) in Redis, so N replicas
 allow the limit once, not N times. When Redis is down the same limits are counted in this
-process's memory: looser across replicas, never unlimited. Every check runs before any bcrypt work
-or database query, so a refused request costs almost nothing.
+process's memory: looser across replicas, never unlimited. Every check runs before any bcrypt work,
+and all but a login's per-account ones before any database query, so a refused request costs almost
+nothing; the per-account ones need the login's one indexed lookup to know the account.
 
-Backoff: each failed login doubles the wait before the next attempt for that username, and for
-that (username, client IP) pair; a success clears both. Unknown usernames are counted exactly
-like known ones, so the backoff tells an attacker nothing about which accounts exist.
+Backoff: each failed login doubles the wait before the next attempt for that account, and for
+that (account, client IP) pair; a success clears both. The account is the user once the login's
+lookup found it, whatever name or email (in whatever case or Unicode form) was typed; an unknown
+name is counted as an account of its own under its folded form, exactly like a known one, so the
+backoff does not tell an attacker which names exist.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -25,11 +29,21 @@ from opentelemetry import trace
 
 from service import errors, metrics
 from service.config import Settings
+from service.db import users
 from service.store import MemoryStore, RedisStore, Store, StoreDown
 
 tracer = trace.get_tracer("service.ratelimit")
 PREFIX = "auth:rl"
 BACKOFF = "auth:backoff:"
+
+
+def account(user_id: uuid.UUID | None, login: str) -> str:
+    """Whom the per-account budget and the backoff count: the user, else the unknown name, folded.
+
+    Known and unknown accounts live in one namespace and are charged the same way, so neither the
+    budget nor the backoff behaves differently for a name that exists.
+    """
+    return f"user:{user_id}" if user_id is not None else f"name:{users.fold(login)}"
 
 
 def _limits_uri(url: str) -> str:
@@ -52,6 +66,7 @@ class Limiter:
             "introspect": parse(settings.rate_limit_introspect),
             "password_reset": parse(settings.rate_limit_password_reset),  # reset requests, verification resends
             "password_reset_address": parse(settings.rate_limit_password_reset_per_address),
+            "client": parse(settings.rate_limit_client),  # per client id: each client authentication
         }
         self.store = store
         self.memory_store = store if isinstance(store, MemoryStore) else MemoryStore()
@@ -102,14 +117,15 @@ class Limiter:
     # -- login backoff ------------------------------------------------------------------------------
 
     @staticmethod
-    def _backoff_keys(username: str, ip: str | None) -> tuple[str, str]:
-        who = username.lower()
-        return f"{BACKOFF}u:{who}", f"{BACKOFF}ui:{who}|{ip or '-'}"
+    def _backoff_keys(account: str, ip: str | None) -> tuple[str, str]:
+        # the pair's count outlives a success from the owner's IP, so a sprayer stays slowed
+        return f"{BACKOFF}u:{account}", f"{BACKOFF}ui:{account}|{ip or '-'}"
 
-    async def check_backoff(self, username: str, ip: str | None) -> None:
+    async def check_backoff(self, account: str, ip: str | None) -> None:
+        """Raise while ``account`` (see ``account()``), or it from ``ip``, is waiting after failures."""
         if not self.enabled:
             return
-        keys = [f"{key}:until" for key in self._backoff_keys(username, ip)]
+        keys = [f"{key}:until" for key in self._backoff_keys(account, ip)]
         untils = await self._backoff_store("mget", lambda s: s.mget(*keys))
         now = self.clock()
         waits = [float(until) - now for until in untils if until is not None]
@@ -118,11 +134,11 @@ class Limiter:
             wait = math.ceil(max(waits))
             raise errors.RateLimited(wait, f"Too many failed logins; try again in {wait}s")
 
-    async def login_failed(self, username: str, ip: str | None) -> None:
+    async def login_failed(self, account: str, ip: str | None) -> None:
         if not self.enabled:
             return
         now = self.clock()
-        for key in self._backoff_keys(username, ip):
+        for key in self._backoff_keys(account, ip):
             # the count is forgotten after twice the cap without a failure
             count = await self._backoff_store("incr", lambda s, k=key: s.incr(f"{k}:count", 2 * self.cap + 1))
             wait = min(self.cap, self.base * 2 ** (count - 1))
@@ -131,10 +147,10 @@ class Limiter:
                     "set", lambda s, k=key, w=wait: s.set(f"{k}:until", str(now + w).encode(), w)
                 )
 
-    async def login_succeeded(self, username: str, ip: str | None) -> None:
+    async def login_succeeded(self, account: str, ip: str | None) -> None:
         if not self.enabled:
             return
-        keys = [f"{key}:{part}" for key in self._backoff_keys(username, ip) for part in ("count", "until")]
+        keys = [f"{key}:{part}" for key in self._backoff_keys(account, ip) for part in ("count", "until")]
         await self._backoff_store("delete", lambda s: s.delete(*keys))
 
     async def _backoff_store(self, operation: str, call: Any) -> Any:

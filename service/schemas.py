@@ -14,9 +14,12 @@ import msgspec
 from email_validator import EmailNotValidError, validate_email
 from starlette.datastructures import FormData
 
-from service import errors, passwords
+from service import clients, errors, passwords
 from service.db.models import Session, User
 
+# PostgreSQL text cannot hold NUL (a NUL in a login name was a 500); msgspec already refuses lone
+# surrogates in JSON, and form values are checked for both by _field
+TEXT = r"^[^\x00]*$"
 Username = Annotated[
     str,
     msgspec.Meta(
@@ -24,11 +27,28 @@ Username = Annotated[
         description="3 to 50 of A-Z a-z 0-9 _ . -; unique case-insensitively",
     ),
 ]
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, description="an email address; unique")]
-Password = Annotated[
-    str, msgspec.Meta(min_length=8, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)")
+# email_validator's bounds: "a@b.c" to 254 characters; it also wants a dot and a real top-level domain
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=5, max_length=254, extra_json_schema={"format": "email"},
+        description="an email address; unique. The domain needs a dot and a real top-level domain; RFC 6761's "
+        "special-use names (.test, .local, .localhost, .invalid, .onion, .arpa) are refused",
+    ),
 ]
-OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+# JSON Schema counts characters, bcrypt bytes: maxLength is exact for ASCII, and passwords.encode
+# refuses more than 72 bytes of UTF-8 whatever the characters
+PASSWORD_SCHEMA = {"format": "password", "maxLength": passwords.MAX_BYTES}
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8, pattern=TEXT, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)",
+        extra_json_schema=PASSWORD_SCHEMA,
+    ),
+]
+TOKEN_MAX_LENGTH = 2048
+OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=TOKEN_MAX_LENGTH, pattern=TEXT)]
+LOGIN_MAX_LENGTH = 320  # the form's username: a username or an email address
 
 
 class Register(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,10 +89,17 @@ class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
 class PasswordGrant(msgspec.Struct):
     username: str
     password: str
+    scope: frozenset[str] | None = None  # None: none asked (the old route never asks)
 
 
 class RefreshGrant(msgspec.Struct):
     refresh_token: str
+    scope: frozenset[str] | None = None
+
+
+class ClientCredentialsGrant(msgspec.Struct):
+    scope: frozenset[str] | None = None
+    resources: tuple[str, ...] = ()  # RFC 8707 `resource`, which may repeat
 
 
 def _decode(body: bytes, kind: type[Any]) -> Any:
@@ -138,24 +165,65 @@ def parse_refresh(body: bytes) -> RefreshRequest:
     return data
 
 
-def _field(form: FormData, name: str, *, max_length: int = 2048) -> str:
+def _field(form: FormData, name: str, *, max_length: int = TOKEN_MAX_LENGTH) -> str:
     value = form.get(name)
     if not isinstance(value, str) or value == "":
         raise errors.InvalidRequest(f"form field `{name}` is required")
     if len(value) > max_length:
         raise errors.InvalidRequest(f"form field `{name}` is longer than {max_length} characters")
+    if "\x00" in value or not _encodable(value):
+        raise errors.InvalidRequest(f"form field `{name}` holds a NUL or a lone surrogate, which text cannot")
     return value
 
 
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 def parse_token_form(form: FormData) -> PasswordGrant | RefreshGrant:
+    """The old route: grant_type defaults to password; `scope`, `client_id` and the rest are ignored."""
     grant = form.get("grant_type") or "password"
     if grant == "password":
-        password = _field(form, "password", max_length=1024)
-        passwords.encode(password)
-        return PasswordGrant(username=_field(form, "username", max_length=320), password=password)
+        return _password_grant(form)
     if grant == "refresh_token":
         return RefreshGrant(refresh_token=_field(form, "refresh_token"))
-    raise errors.InvalidRequest("grant_type must be `password` or `refresh_token`")
+    raise errors.UnsupportedGrantType()
+
+
+def parse_oauth_token_form(form: FormData) -> PasswordGrant | RefreshGrant | ClientCredentialsGrant:
+    """RFC 6749 §4.3, §6, §4.4 on /oauth2/token: grant_type is required, parameters appear at most once."""
+    for name in ("grant_type", "username", "password", "refresh_token", "scope"):
+        if len(form.getlist(name)) > 1:
+            raise errors.InvalidRequest(f"form field `{name}` is given more than once")
+    grant = _field(form, "grant_type", max_length=64)
+    scope = clients.parse_scope(_optional(form, "scope"))
+    if grant == "password":
+        return msgspec.structs.replace(_password_grant(form), scope=scope)
+    if grant == "refresh_token":
+        return RefreshGrant(refresh_token=_field(form, "refresh_token"), scope=scope)
+    if grant == "client_credentials":
+        resources = [value for value in form.getlist("resource") if isinstance(value, str) and value]
+        if any(len(value) > 512 or "#" in value for value in resources):
+            raise errors.InvalidTarget("resource must be an absolute URI without a fragment (RFC 8707)")
+        return ClientCredentialsGrant(scope=scope, resources=tuple(resources))
+    raise errors.UnsupportedGrantType("grant_type must be password, refresh_token or client_credentials")
+
+
+def _password_grant(form: FormData) -> PasswordGrant:
+    password = _field(form, "password", max_length=1024)
+    passwords.encode(password)  # > 72 bytes: PasswordTooLong
+    return PasswordGrant(username=_field(form, "username", max_length=LOGIN_MAX_LENGTH), password=password)
+
+
+def _optional(form: FormData, name: str, *, max_length: int = 2048) -> str | None:
+    value = form.get(name)
+    if not isinstance(value, str) or value == "":
+        return None
+    return _field(form, name, max_length=max_length)
 
 
 def parse_token_param(form: FormData) -> str:

@@ -3,23 +3,61 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Awaitable, Callable
 
+import anyio
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+OAUTH_PREFIX = "/oauth2/"  # the standard endpoints: RFC 6749 §5.2 status codes and error codes
+# RFC 6749 §5.2: error_description is limited to these characters
+_DESCRIPTION_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5B\x5D-\x7E]')
 
 
-def error_response(exc: errors.ServiceError) -> JSONResponse:
-    """The one place a ServiceError becomes HTTP: ``{"error": code, "detail": message}``."""
+def error_response(exc: errors.ServiceError, *, oauth: bool = False) -> JSONResponse:
+    """The one place a ServiceError becomes HTTP: ``{"error", "error_description", "detail"}``.
+
+    ``error_description`` is what OAuth libraries show (RFC 6749 §5.2); ``detail`` is what the old
+    app's clients read. ``oauth`` picks the RFC's status and code (the `/oauth2/*` endpoints) over
+    the old app's; a challenge header goes only with a 401.
+    """
+    status = (exc.oauth_status or exc.status_code) if oauth else exc.status_code
+    code = (exc.oauth_code or exc.code) if oauth else exc.code
+    headers = {k: v for k, v in exc.headers().items() if status == 401 or k != "WWW-Authenticate"}
     return JSONResponse(
-        {"error": exc.code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers()
+        {"error": code, "error_description": _DESCRIPTION_UNSAFE.sub("?", exc.detail), "detail": exc.detail},
+        status_code=status,
+        headers=headers,
     )
+
+
+def cors(origins: tuple[str, ...]) -> list[Middleware]:
+    """Browser apps on these origins may call the API (AUTH_CORS_ORIGINS; none: no CORS headers at all).
+
+    Tokens travel in the Authorization header and the body, never in cookies, so credentials stay off.
+    """
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["WWW-Authenticate", "Retry-After"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
 
 
 class BodyLimit:
@@ -51,10 +89,73 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class BodyTimeout:
+    """Refuse (408) a body not received in full within ``timeout`` seconds of the request's headers.
+
+    uvicorn waits for a body as long as bytes trickle in; a few slow clients would hold connections,
+    and the memory of their half-read requests, for ever.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app, self.timeout = app, timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = anyio.current_time() + self.timeout
+        complete = False
+
+        async def bounded() -> Message:
+            nonlocal complete
+            if complete:  # later receives wait for a disconnect, which may take as long as it takes
+                return await receive()
+            try:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    message = await receive()
+            except TimeoutError:
+                raise errors.RequestTimeout(f"request body not received within {self.timeout:g}s") from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+class LastResort:
+    """Answers an exception that no exception handler took with ``handler``'s response, and ends there.
+
+    Starlette's outermost error middleware re-raises after its 500, so uvicorn logged the traceback a
+    second time and closed the keep-alive connection under the client. Once a response has started,
+    the exception still propagates: half an answer is out, and only closing the connection is honest.
+    """
+
+    def __init__(self, app: ASGIApp, handler: Callable[[Request, Exception], Awaitable[Response]]) -> None:
+        self.app, self.handler = app, handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            response = await self.handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
 class NoStore:
     """RFC 6749 §5.1: responses carrying tokens or credentials must not be cached."""
 
-    def __init__(self, app: ASGIApp, prefix: str = "/api/") -> None:
+    def __init__(self, app: ASGIApp, prefix: tuple[str, ...] = ("/api/", OAUTH_PREFIX)) -> None:
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import stack as stack_module
+from devtools import stack as stack_module
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import anyio
 import asyncpg  # type: ignore[import-untyped]  # no stubs yet
 import pytest
 
-from tests import stack as stack_module
+from devtools import stack as stack_module
 
 pytestmark = pytest.mark.anyio
 

@@ -15,6 +15,7 @@ const shed = new Trend('shed_duration', true);
 const timeouts = new Counter('timeouts');
 const serverErrors = new Counter('server_errors'); // 5xx other than 503
 const unexpected = new Counter('unexpected_status');
+const missingRetryAfter = new Counter('missing_retry_after'); // a 503 that does not say when to come back
 
 export const options = common(
   {
@@ -27,6 +28,7 @@ export const options = common(
     timeouts: ['count==0'],
     server_errors: ['count==0'],
     unexpected_status: ['count==0'],
+    missing_retry_after: ['count==0'],
     'http_req_failed{scenario:overload}': ['rate==0'], // 200 and 503 are both expected answers here
   },
 );
@@ -35,9 +37,12 @@ http.setResponseCallback(http.expectedStatuses(200, 503));
 
 export default function () {
   const response = login(randomUser());
-  if (response.status === 200) admitted.add(response.timings.duration);
-  else if (response.status === 503) shed.add(response.timings.duration);
-  else if (response.status === 0) timeouts.add(1);
+  if (response.status === 200) {
+    admitted.add(response.timings.duration);
+  } else if (response.status === 503) {
+    shed.add(response.timings.duration);
+    if (!response.headers['Retry-After']) missingRetryAfter.add(1);
+  } else if (response.status === 0) timeouts.add(1);
   else if (response.status >= 500) serverErrors.add(1);
   else unexpected.add(1);
 }

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import JSON
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -91,6 +92,11 @@ class Session(Base):
     revoke_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(255), nullable=True)
     client_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    # the registered client the session was granted to (its refresh tokens are bound to it), and the scope
+    client_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("clients.id", ondelete="CASCADE"), nullable=True
+    )
+    scope: Mapped[str | None] = mapped_column(String(1000), nullable=True)
 
     __table_args__ = (
         Index("ix_sessions_user_id_revoked_at", "user_id", "revoked_at"),
@@ -179,3 +185,22 @@ class Mail(Base):
         Index("ix_mails_recipient_lower", func.lower(recipient)),  # the newest reset request wins
         Index("ix_mails_created_at", "created_at"),
     )
+class Client(Base):
+    """A registered OAuth 2.0 client. Its secret is known only by its SHA-256, like refresh tokens:
+    secrets are 256 random bits, so a fast hash is enough (bcrypt is for guessable passwords).
+    During a rotation the previous secret stays valid until ``previous_secret_expires_at``."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    confidential: Mapped[bool] = mapped_column(Boolean)
+    secret_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    previous_secret_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    grant_types: Mapped[list[str]] = mapped_column(JSON)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    audiences: Mapped[list[str]] = mapped_column(JSON)
+    access_token_ttl: Mapped[int | None] = mapped_column(Integer, nullable=True)  # overrides the default
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

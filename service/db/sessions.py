@@ -29,6 +29,8 @@ class Started:
 class Rotated:
     user: User
     started: Started
+    client_id: str | None = None  # the client the session was granted to
+    scope: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +48,14 @@ class Refused:
 
 async def start(
     db: AsyncSession, *, user_id: uuid.UUID, now: dt.datetime, refresh_ttl: int, max_age: int,
-    user_agent: str | None, client_ip: str | None,
+    user_agent: str | None, client_ip: str | None, client_id: str | None = None,
+    scope: frozenset[str] = frozenset(),
 ) -> Started:
     family = Session(
         id=uuid.uuid4(), user_id=user_id, created_at=now, last_used_at=now,
         expires_at=now + dt.timedelta(seconds=max_age),
         user_agent=(user_agent or None) and user_agent[:255], client_ip=client_ip,
+        client_id=client_id, scope=" ".join(sorted(scope)),
     )
     db.add(family)
     await db.flush()  # no ORM relationships, so the session row must exist before its token
@@ -95,19 +99,23 @@ async def rotate(
     old_id, session_id = claimed
     row = (
         await db.execute(
-            select(Session.expires_at, User)
+            select(Session.expires_at, Session.client_id, Session.scope, User)
             .join(User, User.id == Session.user_id)
             .where(Session.id == session_id)
         )
     ).one()
-    session_expires, user = row
+    session_expires, client_id, scope, user = row
     if not user.is_active:
         return Refused("inactive")  # the caller rolls back: nothing was written
     new_token, expires_at, new_id = _add_token(db, session_id, session_expires, now, refresh_ttl)
     await db.flush()
     await db.execute(update(RefreshToken).where(RefreshToken.id == old_id).values(replaced_by=new_id))
     await db.execute(update(Session).where(Session.id == session_id).values(last_used_at=now))
-    return Rotated(user, Started(session_id, new_token, expires_at))
+    return Rotated(user, Started(session_id, new_token, expires_at), client_id, _scope(scope))
+
+
+def _scope(text: str | None) -> frozenset[str]:
+    return frozenset((text or "").split())
 
 
 async def _refusal(db: AsyncSession, digest: bytes, *, now: dt.datetime, grace: int) -> Reused | Refused:
@@ -141,14 +149,27 @@ async def revoke(db: AsyncSession, session_id: uuid.UUID, *, now: dt.datetime, r
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def revoke_by_token(db: AsyncSession, token: str, *, now: dt.datetime) -> uuid.UUID | None:
-    """End the family a refresh token belongs to (used or not); None when the token is unknown."""
-    session_id = (
-        await db.execute(select(RefreshToken.session_id).where(RefreshToken.token_hash == tokens.digest(token)))
-    ).scalar_one_or_none()
-    if session_id is not None:
-        await revoke(db, session_id, now=now, reason="revoked")
-    return session_id
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    session_id: uuid.UUID
+    client_id: str | None
+
+
+async def owner(db: AsyncSession, token: str) -> Owner | None:
+    """The session a refresh token (used or not) belongs to, and the client it was granted to."""
+    row = (
+        await db.execute(
+            select(Session.id, Session.client_id)
+            .join(RefreshToken, RefreshToken.session_id == Session.id)
+            .where(RefreshToken.token_hash == tokens.digest(token))
+        )
+    ).one_or_none()
+    return Owner(row[0], row[1]) if row else None
+
+
+async def client_of(db: AsyncSession, session_id: uuid.UUID) -> Owner | None:
+    row = (await db.execute(select(Session.id, Session.client_id).where(Session.id == session_id))).one_or_none()
+    return Owner(row[0], row[1]) if row else None
 
 
 async def revoke_all(
@@ -205,13 +226,15 @@ class RefreshInfo:
     session_id: uuid.UUID
     issued_at: dt.datetime
     expires_at: dt.datetime
+    client_id: str | None = None
+    scope: frozenset[str] = frozenset()
 
 
 async def live_refresh(db: AsyncSession, token: str, *, now: dt.datetime) -> RefreshInfo | None:
     """For introspection: the refresh token if it could be used right now."""
     row = (
         await db.execute(
-            select(RefreshToken.created_at, RefreshToken.expires_at, Session.id, User)
+            select(RefreshToken.created_at, RefreshToken.expires_at, Session.id, Session.client_id, Session.scope, User)
             .join(Session, Session.id == RefreshToken.session_id)
             .join(User, User.id == Session.user_id)
             .where(
@@ -226,5 +249,5 @@ async def live_refresh(db: AsyncSession, token: str, *, now: dt.datetime) -> Ref
     ).one_or_none()
     if row is None:
         return None
-    created_at, expires_at, session_id, user = row
-    return RefreshInfo(user, session_id, created_at, expires_at)
+    created_at, expires_at, session_id, client_id, scope, user = row
+    return RefreshInfo(user, session_id, created_at, expires_at, client_id, _scope(scope))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 import uuid
 from typing import NamedTuple
 
@@ -14,15 +15,33 @@ from service import errors
 from service.db.models import Session, User
 
 
-def _login_filter(login: str):  # type: ignore[no-untyped-def]
-    # "@" cannot occur in a username, so it tells the two apart; both use an expression index.
-    if "@" in login:
-        return func.lower(User.email) == login.lower()
-    return func.lower(User.username) == login.lower()
+def fold(login: str) -> str:
+    """A login name in the form that compares equal for every way of typing it.
+
+    Unicode compatibility caseless matching: NFKC, case folding, NFKC again (case folding can undo
+    the normal form). "Alice", "ALICE" and full-width "\\uff41lice" fold to "alice". Rate limits key
+    unknown names by this form, so lookups must find an account by it too (see ``by_login``).
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", login).casefold())
 
 
 async def by_login(session: AsyncSession, login: str) -> User | None:
-    result = await session.execute(select(User).where(_login_filter(login)))
+    """The user a login name names: a username, or an email when it holds an "@".
+
+    Usernames are ASCII, so their folded form is ``lower(username)``: a name matches exactly when its
+    folded form does. Stored emails may hold any Unicode, so an email matches by ``lower()`` as it
+    always did, or by its folded form; the exact match wins if both name different accounts. Both
+    use their expression index.
+    """
+    folded = fold(login)
+    if "@" not in folded:  # "@" cannot occur in a username
+        result = await session.execute(select(User).where(func.lower(User.username) == folded))
+        return result.scalar_one_or_none()
+    email = func.lower(User.email)
+    exact = email == func.lower(login)
+    result = await session.execute(
+        select(User).where(exact | (email == folded)).order_by(exact.desc()).limit(1)
+    )
     return result.scalar_one_or_none()
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import uuid
-from base64 import b64decode
-from binascii import Error as Base64Error
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -14,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import errors, lifecycle, metrics, schemas, tokens, web
+from service import clients, errors, lifecycle, metrics, ratelimit, schemas, tokens, web
 from service.db import sessions, users
 from service.db.models import User
 from service.resources import Resources, resources
@@ -55,20 +54,39 @@ async def token(request: Request) -> JSONResponse:
     grant = schemas.parse_token_form(await web.form_body(request))
     if isinstance(grant, schemas.RefreshGrant):
         await res.limiter.hit("refresh", ip or "-")
-        return await _rotate(res, grant.refresh_token)
+        return _old_shape(await rotate(res, grant.refresh_token))
+    # the old route knows no clients and ignores `scope`, as the old app did
+    granted = clients.password_grant(res.settings, None, None)
+    return _old_shape(await password_login(res, request, grant, ip, granted))
+
+
+def _old_shape(body: dict[str, Any]) -> JSONResponse:
+    """The old app's token pair: exactly its five fields."""
+    return JSONResponse({name: value for name, value in body.items() if name != "scope"})
+
+
+async def password_login(
+    res: Resources, request: Request, grant: schemas.PasswordGrant, ip: str | None, granted: clients.Grant
+) -> dict[str, Any]:
+    """The password grant, for both token routes: limit → admit → read → hash → write → sign."""
     await res.limiter.hit("token", ip or "-")
-    await res.limiter.hit("token_user", grant.username.lower())  # slows spraying one account from many IPs
-    await res.limiter.check_backoff(grant.username, ip)
+    # the name as typed, folded: a name hammered from many IPs is refused without a query
+    await res.limiter.hit("token_user", "typed", users.fold(grant.username))
     res.hasher.admit()  # shed an overload before the query, not after it
     async with res.sessions() as db:  # short read; the connection goes back before hashing
         user = await users.by_login(db, grant.username)
-    ok = await res.hasher.verify(grant.password, user.password_hash if user else None)
-    if user is None or not ok or not user.is_active:
-        await res.limiter.login_failed(grant.username, ip)  # unknown names count like known ones
+    # the account, whichever of its names was typed; an unknown name is charged the same way
+    account = ratelimit.account(user.id if user else None, grant.username)
+    await res.limiter.hit("token_user", "account", account)  # slows spraying one account from many IPs
+    await res.limiter.check_backoff(account, ip)  # before any bcrypt
+    checked = await res.hasher.verify(grant.password, user.password_hash if user else None)
+    if user is None or not checked.ok or not user.is_active:
+        await res.limiter.login_failed(account, ip)
         raise errors.InvalidCredentials()  # one answer for unknown user, wrong password, inactive
-    await res.limiter.login_succeeded(grant.username, ip)
+    await res.limiter.login_succeeded(account, ip)
     lifecycle.check_login(res, user)  # an unverified address, only now that the password is proven
-    rehashed = await res.hasher.hash(grant.password) if res.hasher.needs_rehash(user.password_hash) else None
+    # another cost, or a hash of the password before NFKC normalisation: store the current form
+    rehashed = await res.hasher.hash(grant.password) if checked.rehash else None
     now = utcnow()
     async with res.sessions.begin() as db:  # short write
         if rehashed:
@@ -76,20 +94,25 @@ async def token(request: Request) -> JSONResponse:
         started = await sessions.start(
             db, user_id=user.id, now=now, refresh_ttl=res.settings.refresh_token_ttl,
             max_age=res.settings.session_max_age, user_agent=request.headers.get("user-agent"), client_ip=ip,
+            client_id=granted.client_id, scope=granted.scope,
         )
     if rehashed:
         await res.cache.forget_user(user.id)
-    return _token_response(res, user, started, now)
+    return _token_body(res, user, started, now, granted)
 
 
 async def refresh(request: Request) -> JSONResponse:
     res = resources(request)
     await _limit(res, _ip(res, request), "ip", "refresh")
     data = schemas.parse_refresh(await web.json_body(request))
-    return await _rotate(res, data.refresh_token)
+    return _old_shape(await rotate(res, data.refresh_token))
 
 
-async def _rotate(res: Resources, refresh_token: str) -> JSONResponse:
+async def rotate(
+    res: Resources, refresh_token: str, client: clients.Client | None = None,
+    scope: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """The refresh grant, for every route: rotate, then check the token was the caller's to use."""
     now = utcnow()
     async with res.sessions.begin() as db:
         outcome = await sessions.rotate(
@@ -98,29 +121,33 @@ async def _rotate(res: Resources, refresh_token: str) -> JSONResponse:
         )
         if isinstance(outcome, sessions.Refused):
             raise errors.InvalidGrant()  # rolls back: the token stays as it was
+        if isinstance(outcome, sessions.Rotated):  # another client's token, or a wider scope: rolls back too
+            granted = clients.refresh_grant(res.settings, client, outcome.client_id, outcome.scope, scope)
     if isinstance(outcome, sessions.Reused):  # committed: the family is revoked
         metrics.REFRESH_REUSE.inc()
         await res.cache.revoke([outcome.session_id])
         raise errors.InvalidGrant("Refresh token reuse detected; the session has been revoked")
-    return _token_response(res, outcome.user, outcome.started, now)
+    return _token_body(res, outcome.user, outcome.started, now, granted)
 
 
-def _token_response(res: Resources, user: User, started: sessions.Started, now: dt.datetime) -> JSONResponse:
+def _token_body(
+    res: Resources, user: User, started: sessions.Started, now: dt.datetime, granted: clients.Grant
+) -> dict[str, Any]:
     settings = res.settings
     with tracer.start_as_current_span("token.sign", attributes={"token.algorithm": res.keys.signing.algorithm}):
         access = tokens.issue_access(
             res.keys, user_id=user.id, username=user.username, session_id=started.session_id,
-            issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl=settings.access_token_ttl, now=now,
+            issuer=settings.issuer, audience=settings.jwt_audience, ttl=granted.access_ttl, now=now,
+            client_id=granted.client_id or tokens.NO_CLIENT, scope=granted.scope,
         )
-    return JSONResponse(
-        {
-            "access_token": access,
-            "token_type": "bearer",
-            "expires_in": settings.access_token_ttl,
-            "refresh_token": started.refresh_token,
-            "refresh_expires_in": int((started.refresh_expires_at - now).total_seconds()),
-        }
-    )
+    return {
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": granted.access_ttl,
+        "refresh_token": started.refresh_token,
+        "refresh_expires_in": int((started.refresh_expires_at - now).total_seconds()),
+        "scope": tokens.scope_text(granted.scope),
+    }
 
 
 async def revoke(request: Request) -> Response:
@@ -131,21 +158,32 @@ async def revoke(request: Request) -> Response:
         token = schemas.parse_refresh(await request.body()).refresh_token
     else:
         token = schemas.parse_token_param(await web.form_body(request))
-    now = utcnow()
-    ended: uuid.UUID | None
+    await revoke_token(res, token, utcnow())
+    return Response(status_code=204)
+
+
+async def revoke_token(
+    res: Resources, token: str, now: dt.datetime, check: Callable[[str | None], None] | None = None
+) -> None:
+    """End the session a refresh or access token belongs to, for both revoke routes. ``check`` is
+    handed the client the session was granted to (None: no registered client) and may refuse."""
     async with res.sessions.begin() as db:
         if token.count(".") == 2:  # an access token: end the session it belongs to
             try:
                 claims = _verify(res, token, now)
             except errors.InvalidToken:
-                return Response(status_code=204)
-            await sessions.revoke(db, claims.session_id, now=now, reason="revoked")
-            ended = claims.session_id
+                return
+            session_id, client_id = claims.session_id, claims.raw.get("client_id", tokens.NO_CLIENT)
+            owner: str | None = None if client_id == tokens.NO_CLIENT else str(client_id)
         else:
-            ended = await sessions.revoke_by_token(db, token, now=now)
-    if ended is not None:
-        await res.cache.revoke([ended])
-    return Response(status_code=204)
+            found = await sessions.owner(db, token)
+            if found is None:
+                return
+            session_id, owner = found.session_id, found.client_id
+        if check is not None:
+            check(owner)
+        await sessions.revoke(db, session_id, now=now, reason="revoked")
+    await res.cache.revoke([session_id])
 
 
 async def logout_all(request: Request) -> Response:
@@ -202,59 +240,79 @@ async def _live_user(
 
 
 async def introspect(request: Request) -> JSONResponse:
-    """RFC 7662 for resource servers holding the introspection secret."""
+    """RFC 7662 for resource servers: registered clients, or the deprecated AUTH_INTROSPECTION_SECRET."""
     res = resources(request)
     await res.limiter.hit("introspect", _ip(res, request) or "-")
-    _authenticate_client(res, request)
-    token = schemas.parse_token_param(await web.form_body(request))
-    now = utcnow()
-    body: dict[str, Any] = {"active": False}
-    if token.count(".") == 2:
-        try:
-            claims = _verify(res, token, now)
-        except errors.InvalidToken:
-            return JSONResponse(body)
-        user = await _current_user(res, claims, now)
-        if user is not None:
-            body = {
-                "active": True, "token_type": "access_token", "sub": user["id"], "username": user["username"],
-                "email_verified": user.get("email_verified", False),
-                "exp": claims.expires_at, "iat": claims.issued_at, "sid": str(claims.session_id),
-                "jti": claims.jti, "iss": res.settings.jwt_issuer, "aud": res.settings.jwt_audience,
-            }
-    else:
-        async with res.sessions() as db:
-            info = await sessions.live_refresh(db, token, now=now)
-        if info is not None:
-            body = {
-                "active": True, "token_type": "refresh_token", "sub": str(info.user.id),
-                "username": info.user.username, "exp": int(info.expires_at.timestamp()),
-                "iat": int(info.issued_at.timestamp()), "sid": str(info.session_id),
-                "iss": res.settings.jwt_issuer,
-            }
-    return JSONResponse(body)
+    form = await web.form_body(request)
+    if not _legacy_bearer(res, request):
+        caller = await clients.authenticate(
+            res.settings, res.sessions, res.limiter, request.headers.get("authorization"), form, utcnow(),
+            budget=None,  # resource servers introspect at request rate: the per-IP budget above applies
+        )
+        if not clients.may_introspect(caller):
+            raise errors.InvalidClient()
+    token = schemas.parse_token_param(form)
+    return JSONResponse(await describe(res, token, utcnow(), access_type="access_token"))
 
 
-def _authenticate_client(res: Resources, request: Request) -> None:
+def _legacy_bearer(res: Resources, request: Request) -> bool:
+    """``Authorization: Bearer <AUTH_INTROSPECTION_SECRET>``, as the first release accepted."""
     secret = res.settings.introspection_secret
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if secret is None or not credentials:
+    if scheme.lower() != "bearer":
+        return False
+    if secret is None or not hmac.compare_digest(credentials.strip().encode(), str(secret).encode()):
         raise errors.InvalidClient()
-    expected = str(secret).encode()
-    if scheme.lower() == "bearer":
-        ok = hmac.compare_digest(credentials.strip().encode(), expected)
-    elif scheme.lower() == "basic":
+    return True
+
+
+async def describe(res: Resources, token: str, now: dt.datetime, *, access_type: str) -> dict[str, Any]:
+    """RFC 7662 §2.2: what a token is, or ``{"active": false}`` for anything not live right now.
+
+    A user's access token is live while its session is; a client's while the client is enabled; a
+    refresh token until it is used, expires or its session ends. ``access_type`` is the token_type
+    of access tokens ("Bearer" per the RFC on /oauth2/introspect, "access_token" on the old route).
+    """
+    inactive: dict[str, Any] = {"active": False}
+    settings = res.settings
+    if token.count(".") == 2:
+        try:  # a user's token for our audience: the cached verification `me` uses
+            raw = _verify(res, token, now).raw
+        except errors.InvalidToken:
+            try:  # a client's token, for any audience
+                raw = tokens.decode(res.keys, token, issuer=settings.issuer, audience=None, now=now)
+            except errors.InvalidToken:
+                return inactive
+        common = {
+            "active": True, "token_type": access_type, "scope": raw.get("scope", ""),
+            "client_id": raw.get("client_id", tokens.NO_CLIENT), "sub": raw["sub"], "exp": raw["exp"],
+            "iat": raw["iat"], "jti": raw["jti"], "iss": raw["iss"], "aud": raw["aud"],
+        }
+        if "sid" not in raw:  # a client-credentials token: sub is the client
+            if raw["sub"] != raw["client_id"] or not await clients.active(settings, res.sessions, raw["sub"]):
+                return inactive
+            return common
         try:
-            client_id, _, given = b64decode(credentials.strip(), validate=True).decode().partition(":")
-        except (Base64Error, UnicodeDecodeError, ValueError):
-            raise errors.InvalidClient() from None
-        ok = hmac.compare_digest(given.encode(), expected) & hmac.compare_digest(
-            client_id.encode(), res.settings.introspection_client_id.encode()
-        )
-    else:
-        ok = False
-    if not ok:
-        raise errors.InvalidClient()
+            claims = tokens.user_claims(raw)
+        except errors.InvalidToken:
+            return inactive
+        user = await _current_user(res, claims, now)
+        if user is None:
+            return inactive
+        return {
+            **common, "username": user["username"], "sid": str(claims.session_id),
+            "email_verified": user.get("email_verified", False),
+        }
+    async with res.sessions() as db:
+        info = await sessions.live_refresh(db, token, now=now)
+    if info is None:
+        return inactive
+    return {
+        "active": True, "token_type": "refresh_token", "scope": " ".join(sorted(info.scope)),
+        "client_id": info.client_id or tokens.NO_CLIENT, "sub": str(info.user.id),
+        "username": info.user.username, "exp": int(info.expires_at.timestamp()),
+        "iat": int(info.issued_at.timestamp()), "sid": str(info.session_id), "iss": settings.issuer,
+    }
 
 
 def _verify(res: Resources, token: str, now: dt.datetime) -> tokens.AccessClaims:

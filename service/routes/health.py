@@ -44,6 +44,8 @@ async def readiness(request: Request) -> JSONResponse:
             checks["redis"] = "ok"
         except (StoreDown, TimeoutError):
             checks["redis"] = "degraded"
+    # a keys folder whose last change did not load: the last good keys still sign and verify
+    checks["keys"] = "degraded" if res.keyring.problem else "ok"
     ready = all(value != "failed" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503

@@ -6,7 +6,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from k6 import bench, profile, report, sampler, series
+from k6 import analysis, profile, report, sampler, series, targets, usage
 
 
 def request(at: float, duration: float = 10.0, *, status: int = 200, expected: bool = True) -> series.Request:
@@ -92,6 +92,34 @@ def test_charts_are_well_formed_svg_with_a_line_per_series() -> None:
 def test_rss_growth_is_measured_after_the_warm_up() -> None:
     samples = [sampler.Sample(at=float(t), cpu={}, rss={"service": 100.0 + (5 if t > 60 else 0)}, processes={},
                               machine_cpu=0.0, metrics={}) for t in range(120)]
-    growth = bench._rss_growth(samples)
+    growth = usage.rss_growth(samples)
     assert growth is not None
     assert (growth["baseline_mib"], growth["final_mib"], round(growth["growth"], 2)) == (100.0, 105.0, 0.05)
+
+
+def test_a_burst_of_simultaneous_requests_counts_how_each_was_answered() -> None:
+    def answer(status: int, duration: float) -> series.Request:
+        return series.Request(at=1000.0, scenario="registrations", name="register", status=status,
+                              duration=duration, expected=status in (201, 503))
+
+    requests = [answer(201, 120.0), answer(201, 2500.0), answer(503, 4.0), answer(503, 6.0), answer(0, 15000.0)]
+    found = analysis.burst_answers(requests, 201, offered=7, missing_retry_after=1)
+    assert (found["within_bound"], found["late"], found["refused"]["count"], found["timeouts"], found["other"],
+            found["unanswered"]) == (1, 1, 2, 1, 0, 2)
+    run = {"script": "k6/scenarios/concurrent.js", "params": {}, "phases": {},
+           "extra": {"bursts": {"registrations": found}}}
+    row = targets.targets({"meta": {}, "ceilings": {}, "runs": {"concurrent": run}})[0]
+    # late, without Retry-After, timed out, unanswered: each is a client the service failed
+    assert (row["id"], row["value"], row["met"]) == ("5.registrations", 5, False)
+
+
+def test_several_runs_are_judged_on_their_median_or_on_the_worst_run_where_a_target_holds_for_every_run() -> None:
+    def run(login: float, me: float) -> list[dict[str, object]]:
+        return [{"id": "3.login", "value": login, "met": login >= 0.95, "measured": f"{login}"},
+                {"id": "1.throughput", "value": me, "met": me >= 0.6, "measured": f"{me}"}]
+
+    rows = {row["id"]: row for row in targets.combine([run(0.97, 0.5), run(0.94, 0.62), run(0.99, 0.65)])}
+    assert (rows["3.login"]["value"], rows["3.login"]["met"]) == (0.94, False)  # one run below 95%: missed
+    assert (rows["1.throughput"]["value"], rows["1.throughput"]["met"]) == (0.62, True)  # the median run
+    assert rows["1.throughput"]["runs"] == [0.5, 0.62, 0.65]
+    assert rows["1.throughput"]["measured"].startswith("median 62.0% of 3 runs (50.0%, 62.0%, 65.0%); run 2: ")

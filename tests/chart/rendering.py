@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "auth-platform"
 # the official skaffold/v4beta14 JSON schema, vendored from shared/schemas: no sibling folder needed
 SKAFFOLD_SCHEMA = Path(__file__).resolve().parent / "skaffold-v4beta14.json"
+# KEDA's ScaledObject, written for these tests from KEDA's v1alpha1 CRD and scalers (see its $comment)
+KEDA_SCHEMA = Path(__file__).resolve().parent / "keda-scaledobject-v1alpha1.json"
 RELEASE = "auth"
 NAMESPACE = "auth-system"
 
@@ -87,6 +89,28 @@ MATRIX: dict[str, dict[str, Any] | str] = {
             "AUTH_REQUIRE_VERIFIED_EMAIL": True,
             "AUTH_PASSWORD_MIN_LENGTH": 12,
         },
+    },
+    "ingress-oauth": {
+        "ingress": {"enabled": True, "className": "nginx", "host": "auth.example.com", "tlsSecretName": "auth-tls"},
+        "oauth": {
+            "corsOrigins": ["https://app.example.com"], "bootstrapClient": {"clientId": "ops", "scopes": "admin"}
+        },
+        "networkPolicy": {"ingressFrom": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+    },
+    "hash-load-prometheus-adapter": {
+        "autoscaling": {"hashLoad": {"enabled": True}}, "serviceMonitor": {"enabled": True}
+    },
+    "hash-load-keda": {
+        "autoscaling": {
+            "targetMemoryUtilizationPercentage": 80,
+            "hashLoad": {
+                "enabled": True, "provider": "keda", "keda": {
+                    "serverAddress": "http://prometheus-operated.monitoring:9090", "authenticationRef": "prometheus"
+                },
+            },
+        },
+        "serviceMonitor": {"enabled": True},
     },
     "skaffold-dev": "values-dev.yaml",  # a values file of the chart
 }

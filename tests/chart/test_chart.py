@@ -11,9 +11,8 @@ import base64
 import ipaddress
 import json
 import re
-import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from .rendering import (
     CHART,
     CLEANUP_METRICS_PORT,
     HEALTH_ROUTES,
+    KEDA_SCHEMA,
     KUBE_VERSIONS,
     METRICS_ROUTE,
     NAMESPACE,
@@ -41,10 +41,9 @@ kubernetes_validate = require("kubernetes_validate")
 yaml = require("yaml")
 
 FULLNAME = f"{RELEASE}-auth-platform"  # with the default values
-OPERATOR_DIR = ROOT / "operator"  # a plain folder of modules imported by bare name (docs/operator.md)
 SERVICE_IMAGE = "ghcr.io/auth-platform/authsvc"
 # Kinds that only exist with a CRD installed: kubernetes-validate has no schema for them.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
 # Variables the chart sets itself; everything else under `config` is the user's.
 CHART_MANAGED = {
     "AUTH_DATABASE_URL",
@@ -54,6 +53,11 @@ CHART_MANAGED = {
     "AUTH_DATA_DIR",
     "AUTH_SIGNING_KEY_ID",
     "AUTH_INTROSPECTION_SECRET",
+    "AUTH_ISSUER",  # oauth.issuer, or derived from the Ingress or Service host
+    "AUTH_CORS_ORIGINS",  # oauth.corsOrigins
+    "AUTH_BOOTSTRAP_CLIENT_ID",  # oauth.bootstrapClient
+    "AUTH_BOOTSTRAP_CLIENT_SCOPES",
+    "AUTH_BOOTSTRAP_CLIENT_SECRET",  # generated into the credentials Secret
     # mail.*: the SMTP server, its login from an existing Secret, the From address
     "AUTH_SMTP_URL",
     "AUTH_SMTP_STARTTLS",
@@ -177,6 +181,10 @@ def test_validated_versions_are_shipped_by_kubernetes_validate() -> None:
         ({"networkPolicy": {"otlpPorts": []}}, "otlpPorts"),  # an empty list would open every port
         ({"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}, "want string"),
         ({"grafanaDashboard": {"folders": "x"}}, "additional properties 'folders' not allowed"),
+        ({"autoscaling": {"hashLoad": {"provider": "adapter"}}}, "'prometheusAdapter', 'keda'"),
+        ({"autoscaling": {"hashLoad": {"target": 0}}}, "exclusiveMinimum"),
+        ({"autoscaling": {"hashLoad": {"window": "120"}}}, "/autoscaling/hashLoad/window"),  # PromQL wants a unit
+        ({"autoscaling": {"hashLoad": {"keda": {"serverAddress": "prometheus:9090"}}}}, "serverAddress"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_wrong_types(values: dict[str, Any], complaint: str) -> None:
@@ -266,7 +274,9 @@ def test_generated_secrets_survive_upgrades_and_uninstall() -> None:
     der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
     assert bytes.fromhex("06032b6570") in der  # OID 1.3.101.112: Ed25519, the service's default algorithm
     credentials = secrets[f"{rendered.fullname}-credentials"]["data"]
-    assert set(credentials) == {"database-password", "redis-password", "introspection-secret"}
+    assert set(credentials) == {
+        "database-password", "redis-password", "introspection-secret", "bootstrap-client-secret"
+    }
     for value in credentials.values():
         assert len(base64.b64decode(value)) >= 32
 
@@ -388,6 +398,7 @@ def test_database_goes_through_pgbouncer_without_prepared_statement_cache() -> N
     assert env["AUTH_REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{rendered.fullname}-redis:6379/0"
     ini = rendered.one("ConfigMap", f"{rendered.fullname}-pgbouncer")["data"]["pgbouncer.ini"]
     assert "pool_mode = transaction" in ini
+    assert "server_login_retry = 2" in ini  # the service answers 503 until PgBouncer logs in again
     assert f"authsvc = host={rendered.fullname}-postgresql port=5432 dbname=authsvc" in ini
 
 
@@ -529,17 +540,120 @@ def test_the_cleanup_sidecars_metrics_are_exposed_and_scraped() -> None:
 def test_replica_count_is_left_to_the_hpa_when_it_is_on(rendered: Rendered) -> None:
     deployment = rendered.one("Deployment", rendered.fullname)
     hpas = rendered.kind("HorizontalPodAutoscaler")
-    if rendered.values.get("autoscaling", {}).get("enabled", True):
-        assert "replicas" not in deployment["spec"]
-        assert hpas[0]["spec"]["scaleTargetRef"] == {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": rendered.fullname,
-        }
-        assert hpas[0]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    else:
-        assert hpas == []
+    scaled_objects = rendered.kind("ScaledObject")
+    autoscaling = rendered.values.get("autoscaling", {})
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": rendered.fullname}
+    if not autoscaling.get("enabled", True):
+        assert hpas == scaled_objects == []
         assert deployment["spec"]["replicas"] == rendered.values["server"]["replicaCount"]
+        return
+    assert "replicas" not in deployment["spec"]
+    hash_load = autoscaling.get("hashLoad", {})
+    if hash_load.get("enabled") and hash_load.get("provider") == "keda":
+        assert hpas == []  # KEDA creates its own HPA: a second one would fight it over the replica count
+        (scaled,) = scaled_objects
+        assert scaled["spec"]["scaleTargetRef"] == target
+        cpu = {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}
+        assert scaled["spec"]["triggers"][0] == cpu
+    else:
+        assert scaled_objects == []
+        assert hpas[0]["spec"]["scaleTargetRef"] == target
+        assert hpas[0]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+PROMETHEUS = "http://prometheus.monitoring:9090"
+HASH_LOAD: dict[str, Any] = {"enabled": True, "provider": "keda", "keda": {"serverAddress": PROMETHEUS}}
+
+
+def keda_validator() -> Any:
+    jsonschema = require("jsonschema")
+    return jsonschema.Draft202012Validator(json.loads(KEDA_SCHEMA.read_text()))
+
+
+@pytest.mark.parametrize(
+    "autoscaling",
+    [
+        {"hashLoad": HASH_LOAD},
+        {"targetMemoryUtilizationPercentage": 80, "scaleDownStabilizationSeconds": 0,
+         "hashLoad": {**HASH_LOAD, "target": 1.5, "window": "5m",
+                      "keda": {"serverAddress": PROMETHEUS, "authenticationRef": "prometheus", "query": "sum(up)"}}},
+    ],
+)
+def test_the_keda_scaled_object_matches_the_scaledobject_schema(autoscaling: dict[str, Any]) -> None:
+    # kubernetes-validate has no schema for KEDA's CRD: this checks it against the small schema written
+    # from KEDA's CRD and scalers (tests/chart/keda-scaledobject-v1alpha1.json), unknown fields refused
+    (scaled,) = render({"autoscaling": autoscaling}).kind("ScaledObject")
+    problems = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in keda_validator().iter_errors(scaled)]
+    assert problems == []
+    spec = scaled["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 10)
+    hash_load = autoscaling["hashLoad"]
+    (trigger,) = [t for t in spec["triggers"] if t["type"] == "prometheus"]
+    assert trigger["metricType"] == "AverageValue"  # desired pods = total load / threshold
+    assert float(trigger["metadata"]["threshold"]) == hash_load.get("target", 0.8)
+    assert trigger["metadata"]["serverAddress"] == hash_load["keda"]["serverAddress"]
+    if hash_load["keda"].get("query"):
+        assert trigger["metadata"]["query"] == hash_load["keda"]["query"]
+    else:
+        assert f'{{namespace="{NAMESPACE}",service="{FULLNAME}"}}' in trigger["metadata"]["query"]
+    assert [t["type"] for t in spec["triggers"]][:1] == ["cpu"]  # CPU stays a signal
+
+
+def test_the_keda_schema_refuses_what_keda_would() -> None:
+    (scaled,) = render({"autoscaling": {"hashLoad": HASH_LOAD}}).kind("ScaledObject")
+    validator = keda_validator()
+    assert validator.is_valid(scaled)
+    broken_copies: list[dict[str, Any]] = []
+    changes: list[Callable[[dict[str, Any]], object]] = [
+        lambda s: s["spec"].update(minReplicas=2),  # the HPA's spelling, not KEDA's
+        lambda s: s["spec"]["triggers"][0].pop("metricType"),  # cpu needs it since KEDA 2.18
+        lambda s: s["spec"]["triggers"][1]["metadata"].update(threshold=0.8),  # metadata are strings
+        lambda s: s["spec"]["triggers"][1]["metadata"].pop("serverAddress"),
+        lambda s: s["spec"]["triggers"][1].update(metricType="Utilization"),  # only for cpu and memory
+    ]
+    for change in changes:
+        broken = json.loads(json.dumps(scaled))
+        change(broken)
+        broken_copies.append(broken)
+    assert [validator.is_valid(b) for b in broken_copies] == [False] * 5
+
+
+def test_keda_without_a_prometheus_address_is_a_clear_error() -> None:
+    hash_load = {"enabled": True, "provider": "keda"}
+    with pytest.raises(helm.HelmRenderError, match=r"autoscaling\.hashLoad\.keda\.serverAddress is required"):
+        render({"autoscaling": {"hashLoad": hash_load}})
+
+
+def test_the_hash_load_signal_is_built_from_series_the_service_exports() -> None:
+    metrics = require("service.metrics")
+    parser = require("prometheus_client.parser")
+    exported: set[str] = set()
+    for family in parser.text_string_to_metric_families(metrics.render().decode()):
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+        exported.update(family.name + suffix for suffix in suffixes)
+
+    def series(query: str) -> set[str]:
+        return set(re.findall(r"\bauth_[a-z_]+\b", query)) - {"auth_password_pool_load"}
+
+    hpa = render(values_of("hash-load-prometheus-adapter")).one("HorizontalPodAutoscaler", FULLNAME)
+    cpu, pods = hpa["spec"]["metrics"]
+    assert cpu["resource"]["name"] == "cpu"  # CPU stays beside the hash load
+    assert pods == {"type": "Pods", "pods": {"metric": {"name": "auth_password_pool_load"},
+                                             "target": {"type": "AverageValue", "averageValue": "0.8"}}}
+    adapter = yaml.safe_load((CHART / "autoscaling" / "prometheus-adapter.yaml").read_text())
+    (rule,) = adapter["rules"]["custom"]
+    assert rule["name"]["as"] == pods["pods"]["metric"]["name"]  # what the HPA asks the adapter for
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    (trigger,) = [t for t in render(values_of("hash-load-keda")).one("ScaledObject", FULLNAME)["spec"]["triggers"]
+                  if t["type"] == "prometheus"]
+    used = series(rule["metricsQuery"])
+    assert used == series(trigger["metadata"]["query"])  # the same signal through either provider
+    assert used == {
+        "auth_password_hash_duration_seconds_sum", "auth_password_queue_wait_seconds_sum", "auth_password_workers"
+    }
+    assert used | series(rule["seriesQuery"]) <= exported
+    for query in (rule["metricsQuery"], trigger["metadata"]["query"]):
+        assert query.count("(") == query.count(")")
 
 
 def test_a_pdb_guards_the_server_only_when_two_pods_or_more_run() -> None:
@@ -716,9 +830,7 @@ def allows(rules: list[dict[str, Any]], direction: str, peer_labels: dict[str, s
 
 def operator_cleanup_pod(rendered: Rendered) -> dict[str, Any]:
     """The pod template of the cleanup CronJob the operator builds from the rendered server Deployment."""
-    if str(OPERATOR_DIR) not in sys.path:
-        sys.path.append(str(OPERATOR_DIR))  # as `kopf run operator/handlers.py` does
-    authconfig = require("authconfig")
+    authconfig = require("authsvc_operator.authconfig")  # the operator extra
     template = rendered.one("Deployment", rendered.fullname)["spec"]["template"]
     cronjob = authconfig.cronjob({}, authconfig.Names(rendered.fullname), "auth", template)
     pod: dict[str, Any] = cronjob["spec"]["jobTemplate"]["spec"]["template"]
@@ -836,6 +948,75 @@ def test_the_probed_routes_exist_in_the_service() -> None:
     served = {route.path: route.methods for route in routes.ALL}
     for path in HEALTH_ROUTES.values():
         assert "GET" in served[path], path
+
+
+# ---- OAuth: issuer, bootstrap client, CORS, Ingress -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "issuer"),
+    [
+        ({}, f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local"),
+        ({"service": {"port": 8080}}, f"http://{FULLNAME}.{NAMESPACE}.svc.cluster.local:8080"),
+        ({"ingress": {"enabled": True, "host": "auth.example.com"}}, "https://auth.example.com"),
+        ({"ingress": {"enabled": True, "host": "auth.example.com"}, "oauth": {"issuer": "https://id.example.com/"}},
+         "https://id.example.com"),
+        ({"config": {"AUTH_JWT_ISSUER": "https://old.example.com"}}, "https://old.example.com"),  # deprecated
+    ],
+)
+def test_the_issuer_comes_from_the_values_or_the_ingress_or_service_host(values: dict[str, Any], issuer: str) -> None:
+    config = render(values).one("ConfigMap", f"{FULLNAME}-config")["data"]
+    assert config["AUTH_ISSUER"] == issuer
+    settings = require("service.config").Settings.from_environ(config)  # the service accepts it as its issuer
+    assert settings.issuer == issuer
+
+
+def test_the_bootstrap_client_gets_a_generated_secret_that_the_service_authenticates() -> None:
+    rendered = render({})
+    secret = rendered.one("Secret", f"{FULLNAME}-credentials")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # and lookup keeps it on upgrades
+    generated = base64.b64decode(secret["data"]["bootstrap-client-secret"]).decode()
+    assert len(generated) >= 32
+    server = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in server["env"] if e["name"] == "AUTH_BOOTSTRAP_CLIENT_SECRET"]
+    assert (ref["name"], ref["key"]) == (f"{FULLNAME}-credentials", "bootstrap-client-secret")
+    config = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    settings = require("service.config").Settings.from_environ({**config, "AUTH_BOOTSTRAP_CLIENT_SECRET": generated})
+    client, hashes = require("service.clients").builtin(settings, "bootstrap")
+    assert client is not None and client.scopes == frozenset({"admin"}) and "client_credentials" in client.grant_types
+    assert hashes == [require("service.clients").digest(generated)]
+
+
+def test_a_given_bootstrap_secret_is_used_and_a_disabled_client_gets_none() -> None:
+    given = render({"secrets": {"bootstrapClientSecret": "given-secret"}}).one("Secret", f"{FULLNAME}-credentials")
+    assert base64.b64decode(given["data"]["bootstrap-client-secret"]) == b"given-secret"
+    off = render({"oauth": {"bootstrapClient": {"enabled": False}}})
+    assert "bootstrap-client-secret" not in off.one("Secret", f"{FULLNAME}-credentials")["data"]
+    server = off.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    assert "AUTH_BOOTSTRAP_CLIENT_SECRET" not in {e["name"] for e in server["env"]}
+    assert "AUTH_BOOTSTRAP_CLIENT_ID" not in off.one("ConfigMap", f"{FULLNAME}-config")["data"]
+
+
+def test_cors_origins_reach_the_service_only_when_given() -> None:
+    assert "AUTH_CORS_ORIGINS" not in render({}).one("ConfigMap", f"{FULLNAME}-config")["data"]
+    config = render(values_of("ingress-oauth")).one("ConfigMap", f"{FULLNAME}-config")["data"]
+    assert config["AUTH_CORS_ORIGINS"] == "https://app.example.com"
+    assert require("service.config").Settings.from_environ(config).cors_origins == ("https://app.example.com",)
+
+
+def test_the_ingress_exposes_the_public_routes_and_never_metrics_or_probes() -> None:
+    assert render({}).kind("Ingress") == []
+    (ingress,) = render(values_of("ingress-oauth")).kind("Ingress")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "auth.example.com"
+    assert ingress["spec"]["tls"] == [{"hosts": ["auth.example.com"], "secretName": "auth-tls"}]
+    paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
+    assert paths == {("/api/", "Prefix"), ("/oauth2/", "Prefix"), ("/.well-known/", "Prefix"), ("/", "Exact"),
+                     ("/openapi.json", "Exact"), ("/account/", "Prefix")}  # the default mail links' pages
+    assert {p["backend"]["service"]["port"]["name"] for p in rule["http"]["paths"]} == {"http"}
+    served = {route.path for route in require("service.routes").ALL}
+    for path, kind in paths:  # every exposed path leads somewhere the service serves
+        assert any(route == path or (kind == "Prefix" and route.startswith(path)) for route in served), path
 
 
 def test_mail_settings_reach_the_server_with_the_login_from_the_existing_secret() -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,17 +15,11 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
+from devtools import stack as stack_module
 from tests.operator import emulator as emulator_module
-from tests.operator import schema
 
-OPERATOR_DIR = schema.ROOT / "operator"
-HANDLERS = OPERATOR_DIR / "handlers.py"
 NAMESPACE = "auth"
 TARGET = "auth"
-
-# The rendering module lives in a plain folder (see operator/handlers.py), imported the way kopf does.
-if str(OPERATOR_DIR) not in sys.path:
-    sys.path.append(str(OPERATOR_DIR))
 
 
 def service_deployment(name: str = TARGET, replicas: int = 3) -> dict[str, Any]:
@@ -129,10 +122,7 @@ AUTHCONFIGS_API = "/apis/auth.platform.dev/v1alpha1"
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return stack_module.free_port()
 
 
 @pytest.fixture
@@ -173,12 +163,16 @@ def operator_env(monkeypatch: pytest.MonkeyPatch, drift_interval: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running_operator(cluster: Cluster, liveness_port: int) -> AsyncIterator[KopfRunner]:
-    """``kopf run operator/handlers.py`` in a thread of its own, logged in to the emulator."""
+    """``kopf run -m authsvc_operator.handlers`` in a thread of its own, logged in to the emulator."""
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
+    # `kopf run -m` imports the module, and importing it registers the handlers (into the registry kopf
+    # makes the default) and reads AUTHCONFIG_*. Python imports a module once per process: forget it, so
+    # that this run imports it afresh, as a new operator pod does.
+    sys.modules.pop("authsvc_operator.handlers", None)
     runner = KopfRunner(
         ["run", "--standalone", "--namespace", cluster.namespace,
-         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", str(HANDLERS)],
+         "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", "-m", "authsvc_operator.handlers"],
         registry=registry,
         timeout=30,
     )

@@ -10,8 +10,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_PATH = ROOT / "operator" / "crd.yaml"
-CHART_CRD_PATH = ROOT / "charts" / "auth-platform" / "crds" / "authconfigs.yaml"
+CRD_PATH = ROOT / "charts" / "auth-platform" / "crds" / "authconfigs.yaml"  # Helm installs it from crds/
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""End to end: ``kopf run operator/handlers.py`` against kmock's emulated API server on loopback.
+"""End to end: ``kopf run -m authsvc_operator.handlers`` against kmock's emulated API server on loopback.
 
 Each test starts the operator in its own thread (``KopfRunner``) and waits on conditions the emulator
 re-checks after every request it serves; nothing waits on the clock. The timer runs every 0.5 s and a
@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-import authconfig
 import kmock
 import pytest
 
+from authsvc_operator import authconfig
 from tests.operator import conftest, schema
 from tests.operator.conftest import AUTHCONFIGS_API, Cluster
 

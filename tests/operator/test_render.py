@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import authconfig
 import pytest
 
+from authsvc_operator import authconfig
 from service.config import Settings
 from tests.operator import conftest, schema
 
@@ -52,6 +52,8 @@ def test_every_default_is_rendered_as_the_service_reads_it() -> None:
         "AUTH_REFRESH_TOKEN_TTL": "604800",
         "AUTH_SESSION_MAX_AGE": "2592000",
         "AUTH_REFRESH_REUSE_GRACE": "0",
+        "AUTH_CLIENT_TOKEN_TTL": "900",
+        "AUTH_CORS_ORIGINS": "",
         "AUTH_CLEANUP_BATCH_SIZE": "1000",
         "AUTH_CLEANUP_RETENTION": "604800",
         "AUTH_PASSWORD_MIN_LENGTH": "8",
@@ -98,6 +100,9 @@ def test_every_variable_the_operator_writes_is_documented_in_the_configuration_r
         ("tokens.refreshTtlSeconds", 86400, "AUTH_REFRESH_TOKEN_TTL", "86400"),
         ("tokens.sessionMaxAgeSeconds", 172800, "AUTH_SESSION_MAX_AGE", "172800"),
         ("tokens.reuseGraceSeconds", 10, "AUTH_REFRESH_REUSE_GRACE", "10"),
+        ("tokens.clientCredentialsTtlSeconds", 3600, "AUTH_CLIENT_TOKEN_TTL", "3600"),
+        ("cors.allowedOrigins", ["https://app.example.com", "http://localhost:3000"], "AUTH_CORS_ORIGINS",
+         "https://app.example.com,http://localhost:3000"),
         ("cleanup.batchSize", 500, "AUTH_CLEANUP_BATCH_SIZE", "500"),
         ("cleanup.retentionSeconds", 0, "AUTH_CLEANUP_RETENTION", "0"),
         ("passwords.minLength", 15, "AUTH_PASSWORD_MIN_LENGTH", "15"),

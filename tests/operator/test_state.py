@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-import authconfig_state
+from authsvc_operator import authconfig_state
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,11 @@ from redis.asyncio import Redis
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from devtools.stack import Stack
 from service import keys, migrations, store
 from service.app import create_app
 from service.config import Settings
 from service.resources import Resources
-from tests.stack import Stack
 
 BASE = "http://auth.test"
 PASSWORD = "correct horse battery"
@@ -32,6 +32,7 @@ def environ(stack: Stack, keys_dir: Path, **overrides: str) -> dict[str, str]:
         "AUTH_DB_STATEMENT_CACHE_SIZE": "0",  # PgBouncer 1.18 in transaction mode
         "AUTH_REDIS_URL": stack.redis_url,
         "AUTH_KEYS_DIR": str(keys_dir),
+        "AUTH_ISSUER": BASE,
         "AUTH_BCRYPT_COST": "4",
         "AUTH_HASH_WORKERS": "2",
         "AUTH_INTROSPECTION_SECRET": "introspection-secret",
@@ -65,7 +66,7 @@ async def wipe(stack: Stack) -> None:
     engine = create_async_engine(stack.admin_url)
     try:
         async with engine.begin() as connection:
-            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens CASCADE"))
+            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens, clients CASCADE"))
     finally:
         await engine.dispose()
     if stack.redis.running:
@@ -82,6 +83,7 @@ class Running:
 
     client: httpx.AsyncClient
     resources: Resources
+    transport: httpx.AsyncBaseTransport | None = None  # for other clients of the same app (authlib)
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ async def running_app(settings: Settings, stack: Stack) -> AsyncIterator[Any]:
         async with LifespanManager(create_app(s)) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-                yield Running(client, manager._state["resources"])
+                yield Running(client, manager._state["resources"], transport)
 
     yield start
     await wipe(stack)
@@ -173,17 +175,36 @@ def redis_restarted(stack: Stack) -> Iterator[None]:
     stack.redis.start()  # whatever the test did, the next one finds Redis up
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while not await check():  # noqa: ASYNC110 - waits on the service's own recovery
-            await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Iterator[Settings]:
     yield Settings.from_environ(
         {"AUTH_DATA_DIR": str(tmp_path / "data"), "AUTH_BCRYPT_COST": "4", "AUTH_RATE_LIMIT_ENABLED": "false"}
     )
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(stack: Stack, revision: str | None = None) -> AsyncIterator[str]:
+    """A database of its own, straight to PostgreSQL (no PgBouncer alias for it): empty, or with only an
+    ``alembic_version`` row saying ``revision``. Yields its URL; dropped afterwards."""
+    name = f"scratch_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(stack.admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}" OWNER auth'))
+        url = stack.database_url.rsplit("/", 1)[0] + f"/{name}"
+        if revision is not None:
+            engine = create_async_engine(url)
+            try:
+                async with engine.begin() as connection:
+                    await connection.execute(text("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"))
+                    await connection.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
+            finally:
+                await engine.dispose()
+        yield url
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.stack import _free_port
+from devtools.stack import free_port
 
 LINK = re.compile(r"https?://\S+?token=([A-Za-z0-9_%-]+)")
 
@@ -24,7 +24,7 @@ class Mailbox:
 
     def __init__(self, credentials: tuple[str, str] | None = None) -> None:
         self.credentials = credentials  # require SMTP AUTH with these
-        self.port = _free_port()
+        self.port = free_port()
         self.messages: list[EmailMessage] = []
         self._lock = threading.Lock()
         self._controller: Controller | None = None

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.service.conftest import PASSWORD, Account, bearer, login, register
+from tests.service.conftest import BASE, PASSWORD, Account, bearer, login, register
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +35,11 @@ async def test_username_taken_case_insensitively_is_409_with_the_old_message(
         "/api/v1/auth/register", json={"username": "ALICE", "email": "other@example.com", "password": PASSWORD}
     )
     assert response.status_code == 409
-    assert response.json() == {"error": "username_taken", "detail": "Username ALICE already exists"}
+    assert response.json() == {
+        "error": "username_taken",
+        "error_description": "Username ALICE already exists",  # what OAuth libraries show
+        "detail": "Username ALICE already exists",  # what the old app's clients read
+    }
 
 
 async def test_email_taken_is_409_with_the_old_message(client: httpx.AsyncClient, alice: Account) -> None:
@@ -91,7 +95,11 @@ async def test_wrong_password_unknown_user_and_inactive_user_get_one_identical_a
     assert answers[0] == answers[1] == answers[2]
     assert answers[0] == (
         401,
-        {"error": "invalid_credentials", "detail": "Incorrect username or password"},
+        {
+            "error": "invalid_credentials",
+            "error_description": "Incorrect username or password",
+            "detail": "Incorrect username or password",
+        },
         "Bearer",
     )
 
@@ -251,7 +259,7 @@ async def test_jwks_publishes_the_signing_key_that_verifies_tokens(client: httpx
     assert (key["kty"], key["crv"], key["alg"], header["alg"]) == ("OKP", "Ed25519", "EdDSA", "EdDSA")
     assert "d" not in key  # never the private part
     claims = jwt.decode(
-        pair["access_token"], jwt.PyJWK(key).key, algorithms=["EdDSA"], audience="authsvc", issuer="authsvc"
+        pair["access_token"], jwt.PyJWK(key).key, algorithms=["EdDSA"], audience="authsvc", issuer=BASE
     )
     assert (claims["sub"], claims["username"]) == (alice.id, "alice")
     assert {"iat", "exp", "jti", "sid"} <= set(claims)
@@ -262,7 +270,7 @@ async def test_health_routes_answer_as_kubernetes_expects(client: httpx.AsyncCli
     assert (await client.get("/health/startup")).json() == {"status": "started"}
     ready = await client.get("/health/readiness")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "keys": "ok"}}
 
 
 async def test_index_links_the_routes(client: httpx.AsyncClient) -> None:

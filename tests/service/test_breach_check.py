@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from devtools.stack import Stack, free_port
 from tests.service.conftest import make_settings
-from tests.stack import Stack, _free_port
 
 pytestmark = pytest.mark.anyio
 BREACHED = "monkey see monkey do"  # not in the offline list; "breached" by this server
@@ -22,7 +22,7 @@ class RangeApi:
     """GET /range/<5 hex> → SUFFIX:COUNT lines, like Have I Been Pwned's, padded with zero counts."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.asked: list[str] = []
         sha1 = hashlib.sha1(BREACHED.encode()).hexdigest().upper()  # noqa: S324 - the API's own scheme
         self.corpus = {sha1[:5]: [f"{sha1[5:]}:42"]}

@@ -8,11 +8,11 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 
+from devtools.stack import Stack
 from service import cleanup, tokens
 from service.config import Settings
 from service.db.models import RefreshToken, Session, User
 from tests.service.conftest import Running, make_settings
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)

@@ -71,7 +71,13 @@ def test_the_cli_stops_on_a_bad_value_with_a_readable_message() -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["cleanup"], ["keys", "generate"], ["check-config"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [], ["serve"], ["migrate"], ["cleanup"], ["keys", "generate"], ["check-config"],
+        ["clients"], ["clients", "create"], ["clients", "list"], ["clients", "disable"], ["clients", "rotate-secret"],
+    ],
+)
 def test_every_command_explains_itself(command: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "service.cli", *command, "--help"], capture_output=True, text=True, check=False

@@ -29,19 +29,25 @@ async def test_the_embedded_default_sets_itself_up_and_serves_the_whole_flow(sql
             reuse = await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
             assert reuse.status_code == 401
             assert (await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 401
-            assert (await client.get("/health/readiness")).json()["checks"] == {"database": "ok"}
+            assert (await client.get("/health/readiness")).json()["checks"] == {"database": "ok", "keys": "ok"}
             res = manager._state["resources"]
             counts = await cleanup.run_once(res.sessions, res.settings, dt.datetime.now(dt.UTC))
             assert counts.skipped is False
+            kept = await login(client, alice)  # a session left alone, to be used after the restart
     assert (sqlite_settings.data_dir / "auth.db").exists()
     assert [p.name for p in sqlite_settings.keys_dir.iterdir()] == ["local.pem"]
 
-    # a restart keeps users and the key: old tokens still verify
+    # a restart keeps users, sessions and the key: old tokens still verify
     async with LifespanManager(create_app(sqlite_settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             revoked = await client.get("/api/v1/auth/me", headers=bearer(rotated.json()["access_token"]))
             assert revoked.status_code == 401  # its family was revoked before the restart
+            before = await client.get("/api/v1/auth/me", headers=bearer(kept["access_token"]))
+            assert before.status_code == 200, before.text  # signed before the restart, with the kept key
+            assert before.json()["username"] == alice.username
+            refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": kept["refresh_token"]})
+            assert refreshed.status_code == 200
             again = await login(client, alice)
             assert (await client.get("/api/v1/auth/me", headers=bearer(again["access_token"]))).status_code == 200
 
@@ -55,3 +61,24 @@ async def test_concurrent_refreshes_on_sqlite_also_yield_one_success(sqlite_sett
                 *(client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}) for _ in range(6))
             )
             assert sorted(r.status_code for r in responses) == [200] + [401] * 5
+
+
+async def test_upgrading_an_embedded_database_keeps_its_sessions_and_refresh_tokens(sqlite_settings: Settings) -> None:
+    """0002 adds columns to sessions: copying the table instead (SQLite's usual way) would cascade-delete
+    every refresh token, logging everybody out of the laptop install."""
+    import anyio
+
+    from service import keys, migrations
+
+    await anyio.to_thread.run_sync(migrations.upgrade, sqlite_settings, "0001")
+    keys.ensure(sqlite_settings.keys_dir)
+    async with LifespanManager(create_app(sqlite_settings)) as manager:  # upgrades itself to head on start
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            pair = await login(client, await register(client))
+    await anyio.to_thread.run_sync(migrations.downgrade, sqlite_settings, "0001")
+    async with LifespanManager(create_app(sqlite_settings)) as manager:  # and up again
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            rotated = await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+            assert rotated.status_code == 200, rotated.text

@@ -31,7 +31,7 @@ def test_each_algorithm_signs_and_verifies(tmp_path: Path, algorithm: str) -> No
     assert path.stat().st_mode & 0o777 == 0o600
     keyset = keys.load(tmp_path, None)
     token = issue(keyset)
-    assert jwt.get_unverified_header(token) == {"alg": algorithm, "kid": "k1", "typ": "JWT"}
+    assert jwt.get_unverified_header(token) == {"alg": algorithm, "kid": "k1", "typ": "at+jwt"}  # RFC 9068
     assert verify(keyset, token).username == "alice"
     assert keyset.jwks()["keys"][0]["alg"] == algorithm
 
@@ -90,6 +90,20 @@ def test_verification_pins_algorithm_issuer_audience_and_expiry(tmp_path: Path) 
     for forged in (forged_none, forged_hmac, token[:-4] + "AAAA", "a.b.c", ""):
         with pytest.raises(errors.InvalidToken):
             verify(keyset, forged)
+
+
+def test_a_token_issued_in_the_future_is_refused_beyond_a_small_clock_skew(tmp_path: Path) -> None:
+    keys.generate(tmp_path, kid="k")
+    keyset = keys.load(tmp_path, None)
+    ahead = tokens.CLOCK_SKEW + 60
+    later = tokens.issue_access(keyset, ttl=3600, now=NOW + dt.timedelta(seconds=ahead), **CLAIMS)  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidToken, match="future"):
+        verify(keyset, later)
+    with pytest.raises(errors.InvalidToken, match="future"):
+        tokens.Verifier(keyset, "i", "a").verify(later, NOW)
+    assert verify(keyset, later, now=NOW + dt.timedelta(seconds=60)).username == "alice"  # within the skew
+    skewed = tokens.issue_access(keyset, ttl=60, now=NOW + dt.timedelta(seconds=5), **CLAIMS)  # type: ignore[arg-type]
+    assert verify(keyset, skewed).username == "alice"  # a replica a few seconds ahead
 
 
 def test_a_token_from_an_unknown_key_is_refused(tmp_path: Path) -> None:

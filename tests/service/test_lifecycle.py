@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from devtools.polling import wait_for
+from devtools.stack import Stack
 from tests.service.conftest import (
     PASSWORD,
     Account,
@@ -24,7 +26,6 @@ from tests.service.conftest import (
     register,
 )
 from tests.service.mailbox import Mailbox, text_of, token_in
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 API = "/api/v1/auth"
@@ -165,9 +166,7 @@ async def test_a_reset_for_an_unknown_address_answers_the_same_and_mails_nobody(
     async def drained() -> bool:
         return not await sql(stack, "SELECT 1 FROM mails WHERE status = 'queued'")
 
-    from tests.service.conftest import eventually
-
-    await eventually(drained)
+    await wait_for(drained, limit=10, interval=0.02)
     assert mailbox.received("nobody@example.com") == []
     assert await sql(stack, "SELECT 1 FROM mails WHERE recipient = 'nobody@example.com'") == []
 

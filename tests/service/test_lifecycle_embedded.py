@@ -13,9 +13,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from devtools.polling import wait_for
 from service.app import create_app
 from service.config import Settings
-from tests.service.conftest import BASE, PASSWORD, Account, bearer, eventually, login, register
+from tests.service.conftest import BASE, PASSWORD, Account, bearer, login, register
 from tests.service.mailbox import text_of
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +36,7 @@ async def next_mail(settings: Settings, count: int) -> EmailMessage:
     async def written() -> bool:
         return len(mail_files(settings)) >= count
 
-    await eventually(written)
+    await wait_for(written, limit=10, interval=0.02)
     return read(mail_files(settings)[count - 1])
 
 

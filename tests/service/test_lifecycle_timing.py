@@ -16,9 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.service.conftest import PASSWORD, eventually, mail_settings, register
+from devtools.polling import wait_for
+from devtools.stack import Stack
+from tests.service.conftest import PASSWORD, mail_settings, register
 from tests.service.mailbox import Mailbox
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 API = "/api/v1/auth"
@@ -36,7 +37,7 @@ async def settled(app: Any) -> None:
         async with app.resources.sessions() as db:
             return not (await db.execute(text("SELECT 1 FROM mails WHERE status = 'queued' LIMIT 1"))).first()
 
-    await eventually(idle)
+    await wait_for(idle, limit=10, interval=0.02)
 
 
 async def paired(

@@ -19,12 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import select, text
 
+from devtools.stack import Stack
 from service import logs, telemetry, tokens
 from service.app import create_app
 from service.config import Settings
 from service.db.models import User
 from tests.service.conftest import BASE, PASSWORD, Running, bearer, login, make_settings, register
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 TOKEN = "/api/v1/auth/token"
@@ -154,7 +154,8 @@ async def test_the_rate_limit_check_has_its_own_span_before_any_hash(
         await app.client.post(TOKEN, data={"username": "alice", "password": PASSWORD})
     finished = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
     checks = [s for s in finished if s.name == "ratelimit.check"]
-    assert [(s.attributes or {})["ratelimit.name"] for s in checks] == ["ip", "token", "token_user"]
+    # token_user twice: the name as typed before the lookup, the account it found after it
+    assert [(s.attributes or {})["ratelimit.name"] for s in checks] == ["ip", "token", "token_user", "token_user"]
     assert all((s.attributes or {})["ratelimit.allowed"] is True for s in checks)
     [verify] = [s for s in finished if s.name == "password.verify"]
     assert all((s.end_time or 0) <= (verify.start_time or 0) for s in checks)

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
+from devtools.polling import wait_for
+from devtools.stack import Stack
 from service import cleanup, cli, metrics, passwords
 from service.routes import ALL
 from tests.service.conftest import PASSWORD, Running, login, make_settings, register
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 TOKEN = "/api/v1/auth/token"
@@ -56,12 +56,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
-
-
-async def wait_for(condition: Callable[[], bool], limit: float = 5.0) -> None:
-    async with asyncio.timeout(limit):
-        while not condition():  # noqa: ASYNC110 - polls state the service exposes no event for
-            await asyncio.sleep(0.005)
 
 
 def requests(route: str, method: str, status: int) -> dict[str, str]:

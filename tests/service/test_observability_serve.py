@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,29 +15,22 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.stack import Stack, free_port
 from service.config import Settings
 from tests.service.conftest import PASSWORD, environ
 from tests.service.test_observability_metrics import parse
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 CLOSE = {"Connection": "close"}  # a new connection per request: the kernel spreads them over the workers
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, stack: Stack, tmp_path: Path, *args: str, **env: str
+    settings: Settings, stack: Stack, tmp_path: Path, *args: str, port: int | None = None, **env: str
 ) -> AsyncIterator[tuple[str, Path, Path]]:
     """``authsvc serve`` in a child process; yields its base URL and the files its stdout and stderr go to."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_", "AUTH_"))}
-    port = free_port()
+    port = port or free_port()
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from devtools.polling import wait_for
+from devtools.stack import Stack
 from service import database, mail, metrics
 from service.config import Settings
 from service.db import mails
 from service.db.models import AccountToken, Mail
-from tests.service.conftest import eventually, mail_settings, register
+from tests.service.conftest import mail_settings, register
 from tests.service.mailbox import Mailbox, token_in
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 API = "/api/v1/auth"
@@ -46,7 +47,7 @@ async def test_a_reset_requested_while_smtp_is_down_is_accepted_and_mailed_once_
         async def retried() -> bool:  # attempts failed against the stopped server, and are due again
             return bool(metrics.MAIL_FAILED.labels(mail.RESET)._value.get() >= failed_before + 2)
 
-        await eventually(retried)
+        await wait_for(retried, limit=10, interval=0.02)
         [pending] = [row for row in await rows(settings) if row.kind == mail.RESET]
         assert pending.status == "queued" and pending.attempts >= 2 and pending.last_error
         mailbox.start()
@@ -55,7 +56,7 @@ async def test_a_reset_requested_while_smtp_is_down_is_accepted_and_mailed_once_
         async def marked() -> bool:
             return [row.status for row in await rows(settings) if row.kind == mail.RESET] == ["sent"]
 
-        await eventually(marked)  # sent and marked: no later round sends it again
+        await wait_for(marked, limit=10, interval=0.02)  # sent and marked: no later round sends it again
         assert len(mailbox.received(alice.email)) == 2
         [sent] = [row for row in await rows(settings) if row.kind == mail.RESET]
         assert sent.text is None and sent.html is None  # the link left the database with the mail
@@ -96,7 +97,7 @@ async def test_two_sender_loops_on_one_database_send_each_mail_exactly_once(
         async def all_sent() -> bool:
             return {row.status for row in await rows(s)} == {"sent"}
 
-        await eventually(all_sent)
+        await wait_for(all_sent, limit=10, interval=0.02)
     finally:
         for sender in senders:
             await sender.stop()
@@ -150,7 +151,7 @@ async def test_a_mail_is_dead_after_the_last_attempt_and_its_link_is_gone(
         async def dead() -> bool:
             return [row.status for row in await rows(s)] == ["dead"]
 
-        await eventually(dead)
+        await wait_for(dead, limit=10, interval=0.02)
         [row] = await rows(s)
         assert row.attempts == 3 and row.text is None and row.html is None and row.last_error
         assert metrics.MAIL_DEAD.labels(mail.VERIFY)._value.get() == dead_before + 1
@@ -223,7 +224,7 @@ async def test_smtp_login_reads_the_password_file_on_each_send_so_a_rotation_nee
             async def refused() -> bool:  # the server refused the login
                 return bool(metrics.MAIL_FAILED.labels(mail.VERIFY)._value.get() > failed_before)
 
-            await eventually(refused)
+            await wait_for(refused, limit=10, interval=0.02)
             [row] = await rows(s)
             assert row.status == "queued" and "535" in (row.last_error or "")
             password_file.write_text("right secret\n")  # the Secret was rotated
@@ -244,7 +245,7 @@ async def test_starttls_required_but_not_offered_is_a_failed_attempt_never_a_pla
         async def failed() -> bool:
             return bool(metrics.MAIL_FAILED.labels(mail.VERIFY)._value.get() > failed_before)
 
-        await eventually(failed)
+        await wait_for(failed, limit=10, interval=0.02)
         [row] = await rows(s)
         assert row.status == "queued" and "STARTTLS" in (row.last_error or "").upper()
     assert mailbox.received() == []

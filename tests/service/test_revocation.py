@@ -23,22 +23,22 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from devtools import stack as stack_module
+from devtools.polling import wait_for
+from devtools.stack import Stack
 from service.app import create_app
 from service.config import Settings
 from service.db import users
-from tests import stack as stack_module
 from tests.service.conftest import (
     BASE,
     Account,
     Running,
     bearer,
     counting_queries,
-    eventually,
     login,
     make_settings,
     register,
 )
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 
@@ -240,7 +240,7 @@ async def test_a_logout_made_while_redis_is_down_reaches_every_replica_when_it_c
             assert await me(two, s1) == 401
         await warm(two, s2)  # replica two trusts Redis again
         # replica one writes the revocation it kept without any request of its own
-        await eventually(lambda: _refused(two, s1), limit=RETRY_BOUND)
+        await wait_for(lambda: _refused(two, s1), limit=RETRY_BOUND, interval=0.02)
         await refused_everywhere((two, one), s1, s2)
 
 
@@ -260,7 +260,7 @@ async def test_a_logout_made_by_a_replica_cut_off_from_redis_reaches_the_others_
             await logout(one, s1)  # in the database; Redis could not be told
             assert await me(one, s1) == 401
             forwarder.fail_over(stack.redis.port)  # healed
-            await eventually(lambda: _refused(two, s1), limit=RETRY_BOUND)
+            await wait_for(lambda: _refused(two, s1), limit=RETRY_BOUND, interval=0.02)
             await refused_everywhere((two, one), s1, s2)
     finally:
         await forwarder.stop()
@@ -322,7 +322,7 @@ async def test_a_user_disabled_through_the_service_is_refused_at_once_even_if_re
             await disable(one, bob)
             assert await me(two, sessions["bob"]) == 401
         await warm(two, sessions["carol"])
-        await eventually(lambda: _refused(two, sessions["bob"]), limit=RETRY_BOUND)
+        await wait_for(lambda: _refused(two, sessions["bob"]), limit=RETRY_BOUND, interval=0.02)
         await refused_everywhere((two, one), sessions["bob"], sessions["carol"])
 
 
@@ -341,6 +341,6 @@ async def test_a_user_disabled_by_hand_in_sql_is_refused_within_the_cache_ttl(
         finally:
             await engine.dispose()
         disabled_at = time.monotonic()
-        await eventually(lambda: _refused(app, pair), limit=ttl + RETRY_BOUND)
+        await wait_for(lambda: _refused(app, pair), limit=ttl + RETRY_BOUND, interval=0.02)
         assert time.monotonic() - disabled_at <= ttl + 1.0  # the stated bound, with a margin for a busy machine
         assert await active(app, pair) is False

@@ -8,10 +8,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
+from devtools.stack import Stack
 from service.config import Settings
 from service.db.models import RefreshToken, Session
 from tests.service.conftest import Account, Running, login, register
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 

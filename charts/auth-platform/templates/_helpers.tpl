@@ -97,6 +97,24 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-postgresql" (include "auth-platform.fullname" .) -}}
 {{- end -}}
 
+{{/*
+The OAuth issuer (AUTH_ISSUER): oauth.issuer; else the deprecated config.AUTH_JWT_ISSUER; else https://<ingress.host>
+with the Ingress on; else the Service's in-cluster URL. Apps and resource servers must use exactly this URL.
+*/}}
+{{- define "auth-platform.issuer" -}}
+{{- $legacy := get (.Values.config | default dict) "AUTH_JWT_ISSUER" | default "" -}}
+{{- if .Values.oauth.issuer -}}
+{{- .Values.oauth.issuer | trimSuffix "/" -}}
+{{- else if $legacy -}}
+{{- $legacy | trimSuffix "/" -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.host -}}
+{{- printf "https://%s" .Values.ingress.host -}}
+{{- else -}}
+{{- $port := int .Values.service.port -}}
+{{- printf "http://%s.%s.svc.cluster.local%s" (include "auth-platform.fullname" .) .Release.Namespace (ternary "" (printf ":%d" $port) (eq $port 80)) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* image reference: include "auth-platform.image" (dict "image" .Values.image "ctx" $) */}}
 {{- define "auth-platform.image" -}}
 {{- $tag := default .ctx.Chart.AppVersion (toString (default "" .image.tag)) -}}

@@ -1,7 +1,7 @@
 """account lifecycle: users.email_verified_at, account_tokens (reset, verify), the mails outbox
 
-Revision ID: 0002_lifecycle
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-01
 """
 
@@ -13,15 +13,15 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0002_lifecycle"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:  # batch: SQLite cannot ALTER every way PostgreSQL can
-        batch.add_column(sa.Column("email_verified_at", sa.DateTime(timezone=True), nullable=True))
+    # in place on SQLite too: a batch copy of users would cascade-delete every session of the laptop install
+    op.add_column("users", sa.Column("email_verified_at", sa.DateTime(timezone=True), nullable=True))
 
     op.create_table(
         "account_tokens",
@@ -75,5 +75,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("mails")
     op.drop_table("account_tokens")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("email_verified_at")
+    op.drop_column("users", "email_verified_at")  # SQLite >= 3.35 drops a plain column in place

@@ -6,7 +6,7 @@
 Standard library only, so it runs before the project's dependencies are installed. Each server runs in the
 foreground as our child, in its own process group: stopping is a signal and a wait, and nothing outlives us
 (context exit, then atexit, then a parent-death signal for when we are killed outright). A server that does
-not start raises `StackError` with the end of its log. `python -m tests.stack` runs a stack until Ctrl-C and
+not start raises `StackError` with the end of its log. `python -m devtools.stack` runs a stack until Ctrl-C and
 prints its settings as KEY=value lines.
 """
 
@@ -118,6 +118,10 @@ class Postgres:
     def stop(self) -> None:
         self._server.stop()
 
+    def kill(self) -> None:
+        """A crash: SIGKILL to the postmaster and its backends; `start()` recovers on the same port."""
+        self._server.kill()
+
 
 class PgBouncer:
     """Debian's PgBouncer (1.18) in transaction pooling mode in front of `postgres`, trusting loopback."""
@@ -182,6 +186,10 @@ class PgBouncer:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no goodbye to its clients; `start()` comes back on the same port."""
+        self._server.kill()
 
 
 class Redis:
@@ -323,7 +331,7 @@ class _Server:
         """Starts the server on `port`, or when 0 on a free one (another if it is taken); returns the port."""
         attempt = 1
         while True:
-            chosen = port or _free_port()
+            chosen = port or free_port()
             self._spawn(command(chosen), account, cwd)
             try:
                 self._wait(functools.partial(ready, chosen), deadline)
@@ -346,6 +354,27 @@ class _Server:
                 process.wait()
         self._process = None
         _running.pop(id(self), None)  # only once stopped: an interrupted stop is retried at exit
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its children, as a crash of its machine would; returns once all are gone.
+
+        PostgreSQL's backends lead process groups of their own, so the group is not enough: the postmaster is
+        stopped first (it can fork no more), its children listed, then all are killed.
+        """
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGSTOP)
+            children = _children(process.pid)
+            for pid in [process.pid, *children]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.wait()
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+                time.sleep(POLL_INTERVAL)  # until the kernel has torn them down (their shared memory too)
+        self._process = None
+        _running.pop(id(self), None)
 
     def run(self, argv: Sequence[str], *, account: pwd.struct_passwd | None = None, cwd: Path | None = None,
             deadline: float) -> None:
@@ -456,7 +485,7 @@ def _version(bindir: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in bindir.parent.name.split(".") if part.isdigit())
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
@@ -483,6 +512,27 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:  # not written yet
         return ""
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is `parent`, from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name: state, ppid, ...
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie (which holds no memory; nobody may ever reap it in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _redis_pid(port: int) -> int | None:

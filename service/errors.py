@@ -5,7 +5,7 @@ ServiceError (400 invalid_request)                                      on /oaut
 │   ├── PasswordTooLong (422)        over 72 UTF-8 bytes: refused, never truncated  400 invalid_request
 │   ├── UnsupportedGrantType (422)   a grant_type we do not serve          400 unsupported_grant_type
 │   └── WeakPassword (422)           too short, too common, or found in a breach (service/policy.py)
-├── InvalidLink (400)                a reset or verification token unknown, used, expired or superseded
+├── InvalidLink (404)                a reset or verification token unknown, used, expired or superseded
 ├── InvalidScope (400)               a scope the client may not have
 ├── InvalidTarget (400)              RFC 8707: a resource the client may not address
 ├── UnauthorizedClient (400)         the client may not use this grant type or token
@@ -70,7 +70,7 @@ class WeakPassword(InvalidRequest):
 
 
 class InvalidLink(ServiceError):
-    status_code = 400
+    status_code = 404  # a well-formed request naming no live token: nothing to act on
     code = "invalid_token"
     default_detail = "The link is invalid, expired or already used; ask for a new one"
 
@@ -87,6 +87,7 @@ class WrongPassword(Forbidden):
 
 class EmailNotVerified(Forbidden):
     code = "email_not_verified"
+    oauth_status, oauth_code = 400, "invalid_grant"  # RFC 6749 §5.2: the owner's credentials cannot be used
     default_detail = "Verify your email address first: follow the link in the mail we sent"
 class UnsupportedGrantType(InvalidRequest):
     oauth_code = "unsupported_grant_type"

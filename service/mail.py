@@ -38,7 +38,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from service import metrics
+from service import database, metrics
 from service.config import Settings
 from service.db import account_tokens, mails, users
 
@@ -268,8 +268,11 @@ class Sender:
         while not self._stopping:
             try:
                 busy = await self.run_once()
-            except Exception:  # the database is down, say: log and try again next round
-                log.exception("mail sender round failed")
+            except Exception as exc:
+                if database.unavailable(exc):  # an outage, not a bug: one line; queued rows wait for the next round
+                    log.warning("mail sender round failed: database unavailable (%s)", database.reason(exc))
+                else:
+                    log.exception("mail sender round failed")
                 busy = False
             if busy or self._stopping:
                 continue  # a full batch: there may be more due
@@ -285,7 +288,10 @@ class Sender:
                 claimed = await mails.claim(db, now=now or _utcnow(), lease=self.lease, limit=BATCH)
         tally = Round()
         for outcome in await asyncio.gather(*(self._deliver(m, tally) for m in claimed), return_exceptions=True):
-            if isinstance(outcome, BaseException):  # the database went away mid-round: the lease expires
+            if isinstance(outcome, Exception) and database.unavailable(outcome):
+                # the database went away mid-round: the lease runs out and the mail is tried again
+                log.warning("mail delivery interrupted: database unavailable (%s)", database.reason(outcome))
+            elif isinstance(outcome, BaseException):
                 log.error("mail delivery failed: %s", type(outcome).__name__, exc_info=outcome)
         return len(claimed) == BATCH
 

@@ -458,7 +458,7 @@ PATHS: dict[str, Any] = {
             "requestBody": _body("PasswordResetConfirm"),
             "responses": {
                 "204": {"description": "the password is set"},
-                "400": _error("invalid_token: unknown, used, expired or superseded by a newer link"),
+                "404": _error("invalid_token: unknown, used, expired or superseded by a newer link"),
                 "415": _error("not JSON"),
                 "422": _error("invalid body, or weak_password"),
                 "429": LIMITED,
@@ -472,7 +472,7 @@ PATHS: dict[str, Any] = {
             "requestBody": _body("VerifyEmail"),
             "responses": {
                 "204": {"description": "confirmed"},
-                "400": _error("invalid_token: unknown, used, expired, superseded, or the address changed"),
+                "404": _error("invalid_token: unknown, used, expired, superseded, or the address changed"),
                 "415": _error("not JSON"),
                 "422": INVALID,
                 "429": LIMITED,

@@ -84,7 +84,7 @@ async def test_registration_mails_a_link_that_verifies_the_address_once(
     assert introspected.json()["email_verified"] is True
 
     again = await client.post(f"{API}/verify-email", json={"token": token})
-    assert (again.status_code, again.json()["error"]) == (400, "invalid_token")
+    assert (again.status_code, again.json()["error"]) == (404, "invalid_token")
 
 
 async def test_a_verification_link_past_its_expiry_or_superseded_is_refused(
@@ -98,11 +98,11 @@ async def test_a_verification_link_past_its_expiry_or_superseded_is_refused(
     assert resent.status_code == 202
     _, second = await mailbox.wait_for(2, alice.email)
     old = await client.post(f"{API}/verify-email", json={"token": token_in(first)})
-    assert (old.status_code, old.json()["error"]) == (400, "invalid_token")  # the newer link wins
+    assert (old.status_code, old.json()["error"]) == (404, "invalid_token")  # the newer link wins
 
     await sql(stack, "UPDATE account_tokens SET expires_at = now() - interval '1 second'")
     expired = await client.post(f"{API}/verify-email", json={"token": token_in(second)})
-    assert expired.status_code == 400
+    assert expired.status_code == 404
     assert (await me(client, pair["access_token"])).json()["email_verified"] is False
 
 
@@ -124,7 +124,7 @@ async def test_a_reset_link_sets_the_password_once_and_ends_every_session(
     await login(client, Account(alice.username, alice.email, NEW_PASSWORD, alice.id))
 
     again = await client.post(f"{API}/password-reset/confirm", json={"token": token, "new_password": "yet another one"})
-    assert (again.status_code, again.json()["error"]) == (400, "invalid_token")
+    assert (again.status_code, again.json()["error"]) == (404, "invalid_token")
 
 
 async def test_only_the_newest_reset_link_works(app: Running, mailbox: Mailbox) -> None:
@@ -133,7 +133,7 @@ async def test_only_the_newest_reset_link_works(app: Running, mailbox: Mailbox) 
     older = await reset_link(client, mailbox, alice)
     newer = await reset_link(client, mailbox, alice)
     refused = await client.post(f"{API}/password-reset/confirm", json={"token": older, "new_password": NEW_PASSWORD})
-    assert refused.status_code == 400
+    assert refused.status_code == 404
     accepted = await client.post(f"{API}/password-reset/confirm", json={"token": newer, "new_password": NEW_PASSWORD})
     assert accepted.status_code == 204
 
@@ -147,7 +147,7 @@ async def test_a_reset_link_past_its_expiry_is_refused_and_changes_nothing(
     token = await reset_link(client, mailbox, alice)
     await sql(stack, "UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE purpose = 'reset'")
     expired = await client.post(f"{API}/password-reset/confirm", json={"token": token, "new_password": NEW_PASSWORD})
-    assert (expired.status_code, expired.json()["error"]) == (400, "invalid_token")
+    assert (expired.status_code, expired.json()["error"]) == (404, "invalid_token")
     assert (await me(client, pair["access_token"])).status_code == 200
     await login(client, alice)
 

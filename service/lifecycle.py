@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import errors, mail, metrics, policy, schemas, tokens
+from service import errors, mail, metrics, policy, ratelimit, schemas, tokens
 from service.db import account_tokens, mails, sessions, users
 from service.db.models import User
 from service.resources import Resources
@@ -25,11 +25,6 @@ ACCEPTED = {"detail": "Accepted: if the address can receive mail from us, a mess
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def account(user_id: uuid.UUID) -> str:
-    """Whom the per-account login budget and backoff count (the login's own key for a known user)."""
-    return f"user:{user_id}"
 
 
 def queued(res: Resources, kind: str) -> None:
@@ -168,8 +163,8 @@ async def change_password(
     res: Resources, claims: tokens.AccessClaims, current: str, new: str, ip: str | None
 ) -> None:
     """Verify the current password like a login, set the new one, end every other session."""
-    who = account(claims.user_id)
-    await res.limiter.hit("token_user", who)  # the login's per-account budget and backoff
+    who = ratelimit.account(claims.user_id, "")
+    await res.limiter.hit("token_user", "account", who)  # the login's own per-account budget and backoff
     await res.limiter.check_backoff(who, ip)
     res.hasher.admit()
     now = utcnow()

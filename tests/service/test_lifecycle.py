@@ -310,3 +310,20 @@ async def test_a_password_shorter_than_the_configured_minimum_is_refused(
         )
         assert (short.status_code, short.json()["error"]) == (422, "weak_password")
         assert "15" in short.json()["detail"]
+
+
+async def test_a_wrong_current_password_backs_off_the_account_like_a_failed_login(
+    running_app: Any, stack: Stack, keys_dir: Path, mailbox: Mailbox
+) -> None:
+    async with running_app(mail_settings(stack, keys_dir, mailbox.url, AUTH_RATE_LIMIT_ENABLED="true")) as app:
+        client = app.client
+        alice = await register(client)
+        pair = await login(client, alice)
+        change = {"current_password": "a guessed password", "new_password": NEW_PASSWORD}
+        wrong = await client.post(f"{API}/password", headers=bearer(pair["access_token"]), json=change)
+        assert wrong.status_code == 403
+        # one budget and one backoff per account: the guess slows the next login too, and the next guess
+        again = await client.post(f"{API}/token", data={"username": alice.username, "password": PASSWORD})
+        assert (again.status_code, again.json()["error"]) == (429, "rate_limited")
+        guess = await client.post(f"{API}/password", headers=bearer(pair["access_token"]), json=change)
+        assert guess.status_code == 429

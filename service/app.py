@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import database, errors, keys, metrics, migrations, routes, store, telemetry, tokens, web
+from service import audit, database, errors, keys, metrics, migrations, routes, store, telemetry, tokens, web
 from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher, available_cpus
@@ -46,10 +46,12 @@ def create_app(settings: Settings) -> Starlette:
         )
         shared = store.create(settings.redis_url, settings.redis_timeout)
         cache = Cache(shared, settings.user_cache_ttl, settings.access_token_ttl)
+        sessions = database.sessionmaker(engine)
+        audit_log = audit.Log(sessions, audit.root_key(settings, keyset))
         try:
             await migrations.check(settings, engine)
             await hasher.start()
-            sessions = database.sessionmaker(engine)
+            await audit_log.start()
             yield {
                 "resources": Resources(
                     settings=settings,
@@ -63,12 +65,14 @@ def create_app(settings: Settings) -> Starlette:
                     store=shared,
                     limiter=Limiter(settings, shared),
                     cache=cache,
+                    audit=audit_log,
                 )
             }
         except migrations.SchemaOutOfDate as exc:
             log.error("%s", exc)
             raise
         finally:  # close in reverse order of creation
+            await audit_log.close()  # events of requests that finished are written before the engine goes
             await cache.close()  # a last try at revocations still waiting for Redis
             if isinstance(shared, store.RedisStore):
                 await shared.close()

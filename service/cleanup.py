@@ -1,4 +1,4 @@
-"""Delete expired refresh tokens and long-dead sessions, in small batches.
+"""Delete expired refresh tokens, long-dead sessions and audit events past retention, in small batches.
 
 Each batch is its own short transaction that locks only the rows it deletes
 (``FOR UPDATE SKIP LOCKED``), so logins and refreshes never wait behind a big DELETE. On PostgreSQL
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
 from service.config import Settings
-from service.db.models import RefreshToken, Session
+from service.db.models import AuditEvent, RefreshToken, Session
 
 LOCK_KEY = 0x61757468_636C6E  # "auth" "cln": one advisory lock for every replica of this service
 
@@ -27,6 +27,7 @@ LOCK_KEY = 0x61757468_636C6E  # "auth" "cln": one advisory lock for every replic
 class Counts:
     refresh_tokens: int = 0
     sessions: int = 0
+    audit_events: int = 0
     skipped: bool = False  # another replica was cleaning
 
 
@@ -38,6 +39,8 @@ async def run_once(sessions: async_sessionmaker[Any], settings: Settings, now: d
         ("refresh_tokens", RefreshToken, RefreshToken.expires_at < now),
         ("sessions", Session, Session.revoked_at < keep_after),
         ("sessions", Session, Session.last_used_at < idle_after),  # every token long expired
+        # AUTH_AUDIT_RETENTION: the oldest first, by ix_audit_events_occurred_at
+        ("audit_events", AuditEvent, AuditEvent.occurred_at < now - dt.timedelta(seconds=settings.audit_retention)),
     ]
     for field, model, condition in sweeps:
         while True:

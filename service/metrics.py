@@ -121,6 +121,9 @@ POOL_TIMEOUTS = Counter(
     "auth_db_pool_timeouts", "Checkouts that gave up after AUTH_DB_POOL_TIMEOUT (answered 503).", ["pool"]
 )
 
+# -- audit log (docs/admin.md): admin requests are http_server_request_duration_seconds{http_route=~"/admin/.*"} --
+AUDIT_EVENTS = Counter("auth_audit_events", "Audit events stored, by type.", ["type"])
+
 # -- housekeeping ---------------------------------------------------------------------------------------
 CLEANUP_DELETED = Counter("auth_cleanup_rows_deleted", "Rows deleted by `authsvc cleanup`, by table.", ["table"])
 

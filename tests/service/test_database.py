@@ -21,7 +21,7 @@ from tests.service.conftest import Running
 from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
-TABLES = {"users", "sessions", "refresh_tokens", "clients"}
+TABLES = {"users", "sessions", "refresh_tokens", "clients", "audit_events"}
 
 
 @pytest.fixture

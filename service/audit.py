@@ -155,7 +155,7 @@ def event(
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """An event as a row of ``audit_events``. ``user_id`` and ``client_id`` (what the log is searched by)
-    default to the subject's or the actor's."""
+    default to the subject's or the actor's (``_client_of``)."""
     if type not in TYPES:
         raise ValueError(f"unknown audit event type {type!r}")
     for key in details or {}:
@@ -189,9 +189,11 @@ def _id_of(kind: str, subject: Subject | None, actor: Actor) -> uuid.UUID | None
 
 
 def _client_of(actor: Actor, subject: Subject | None) -> str | None:
-    if actor.type == "client":
-        return actor.id
-    return subject.id if subject and subject.type == "client" else None
+    """An event about a client (client.*) is filed under that client, whoever acted; any other under the
+    client that acted (an admin client), or the one the caller names (the app a user logged in through)."""
+    if subject is not None and subject.type == "client":
+        return subject.id
+    return actor.id if actor.type == "client" else None
 
 
 async def record(

@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, select
+from sqlalchemy import ColumnElement, Delete, Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
@@ -31,28 +31,40 @@ class Counts:
     skipped: bool = False  # another replica was cleaning
 
 
-async def run_once(sessions: async_sessionmaker[Any], settings: Settings, now: dt.datetime) -> Counts:
-    counts = Counts()
+def sweeps(settings: Settings, now: dt.datetime) -> list[tuple[str, Any, ColumnElement[bool], Any]]:
+    """(counter, table, what to delete, order to delete it in) for one pass."""
     keep_after = now - dt.timedelta(seconds=settings.cleanup_retention)
     idle_after = keep_after - dt.timedelta(seconds=settings.refresh_token_ttl)
-    sweeps: list[tuple[str, Any, ColumnElement[bool]]] = [
-        ("refresh_tokens", RefreshToken, RefreshToken.expires_at < now),
-        ("sessions", Session, Session.revoked_at < keep_after),
-        ("sessions", Session, Session.last_used_at < idle_after),  # every token long expired
-        # AUTH_AUDIT_RETENTION: the oldest first, by ix_audit_events_occurred_at
-        ("audit_events", AuditEvent, AuditEvent.occurred_at < now - dt.timedelta(seconds=settings.audit_retention)),
+    return [
+        ("refresh_tokens", RefreshToken, RefreshToken.expires_at < now, None),
+        ("sessions", Session, Session.revoked_at < keep_after, None),
+        ("sessions", Session, Session.last_used_at < idle_after, None),  # every token long expired
+        # AUTH_AUDIT_RETENTION: the oldest first, along ix_audit_events_occurred_at (without the order a
+        # sequential scan can look cheaper to the planner, and read most of the table to find the old rows)
+        ("audit_events", AuditEvent, AuditEvent.occurred_at < now - dt.timedelta(seconds=settings.audit_retention),
+         AuditEvent.occurred_at),
     ]
-    for field, model, condition in sweeps:
+
+
+def batch_delete(model: Any, condition: ColumnElement[bool], order: Any, size: int) -> Delete:
+    """One batch: at most ``size`` rows, locking only those (SKIP LOCKED)."""
+    batch: Select[Any] = select(model.id).where(condition)
+    if order is not None:
+        batch = batch.order_by(order)
+    batch = batch.limit(size).with_for_update(skip_locked=True)
+    return delete(model).where(model.id.in_(batch.scalar_subquery()))
+
+
+async def run_once(sessions: async_sessionmaker[Any], settings: Settings, now: dt.datetime) -> Counts:
+    counts = Counts()
+    for field, model, condition, order in sweeps(settings, now):
         while True:
             async with sessions.begin() as db:
                 if not await _lock(db):
                     counts.skipped = True
                     return counts
-                batch: Select[Any] = (
-                    select(model.id).where(condition).limit(settings.cleanup_batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-                deleted = (await db.execute(delete(model).where(model.id.in_(batch.scalar_subquery())))).rowcount
+                statement = batch_delete(model, condition, order, settings.cleanup_batch_size)
+                deleted = (await db.execute(statement)).rowcount
             setattr(counts, field, getattr(counts, field) + deleted)
             metrics.CLEANUP_DELETED.labels(field).inc(deleted)
             if deleted < settings.cleanup_batch_size:

@@ -359,14 +359,12 @@ async def audit_tail(settings: Settings, args: argparse.Namespace) -> int:
     wanted = {"user_id": user_id, "client_id": args.client_id, "type": args.type}
     try:
         async with sessions() as db:
+            newest = await queries.page(db, limit=1)  # followed from here: nothing stored later is missed
             rows = await queries.page(db, user_id=user_id, client_id=args.client_id, type=args.type,
                                       limit=max(1, min(args.lines, 10_000)))
         rows.reverse()
-        last = max((row.id for row in rows), default=0)
-        if not rows and args.follow:
-            async with sessions() as db:  # start from the newest event, whatever it is
-                newest = await queries.page(db, limit=1)
-            last = newest[0].id if newest else 0
+        shown = {row.id for row in rows}
+        last = newest[0].id if newest else 0
         while True:
             for row in rows:
                 print(json.dumps(admin.shape_event(row)), flush=True)
@@ -379,7 +377,7 @@ async def audit_tail(settings: Settings, args: argparse.Namespace) -> int:
             async with sessions() as db:
                 fresh = await queries.after(db, last)
             last = max((row.id for row in fresh), default=last)
-            rows = [row for row in fresh if all(
+            rows = [row for row in fresh if row.id not in shown and all(
                 value is None or getattr(row, name) == value for name, value in wanted.items()
             )]
     finally:

@@ -59,6 +59,7 @@ CHART_MANAGED = {
     "AUTH_BOOTSTRAP_CLIENT_ID",  # oauth.bootstrapClient
     "AUTH_BOOTSTRAP_CLIENT_SCOPES",
     "AUTH_BOOTSTRAP_CLIENT_SECRET",  # generated into the credentials Secret
+    "AUTH_AUDIT_KEY",  # generated into the credentials Secret
 }
 
 
@@ -266,7 +267,7 @@ def test_generated_secrets_survive_upgrades_and_uninstall() -> None:
     assert bytes.fromhex("06032b6570") in der  # OID 1.3.101.112: Ed25519, the service's default algorithm
     credentials = secrets[f"{rendered.fullname}-credentials"]["data"]
     assert set(credentials) == {
-        "database-password", "redis-password", "introspection-secret", "bootstrap-client-secret"
+        "database-password", "redis-password", "introspection-secret", "bootstrap-client-secret", "audit-key"
     }
     for value in credentials.values():
         assert len(base64.b64decode(value)) >= 32
@@ -906,3 +907,16 @@ def test_the_ingress_exposes_the_public_routes_and_never_metrics_or_probes() -> 
     served = {route.path for route in require("service.routes").ALL}
     for path, kind in paths:  # every exposed path leads somewhere the service serves
         assert any(route == path or (kind == "Prefix" and route.startswith(path)) for route in served), path
+
+
+def test_the_audit_key_is_generated_kept_in_the_credentials_secret_and_accepted_by_the_service() -> None:
+    rendered = render({})
+    generated = base64.b64decode(rendered.one("Secret", f"{FULLNAME}-credentials")["data"]["audit-key"]).decode()
+    server = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in server["env"] if e["name"] == "AUTH_AUDIT_KEY"]
+    assert (ref["name"], ref["key"], ref["optional"]) == (f"{FULLNAME}-credentials", "audit-key", True)
+    config = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    settings = require("service.config").Settings.from_environ({**config, "AUTH_AUDIT_KEY": generated})
+    assert str(settings.audit_key) == generated
+    given = render({"secrets": {"auditKey": "a" * 32}}).one("Secret", f"{FULLNAME}-credentials")
+    assert base64.b64decode(given["data"]["audit-key"]) == b"a" * 32

@@ -466,3 +466,35 @@ async def test_bad_input_is_a_4xx_json_answer_never_a_500(admin: Admin) -> None:
         body = response.json()
         assert set(body) == {"error", "error_description", "detail"} and body["detail"], body
     assert (await admin.ok("GET", f"{USERS}/{alice.id}"))["is_active"] is True  # nothing was half-written
+
+
+async def test_every_status_an_admin_route_answers_is_documented(admin: Admin) -> None:
+    from starlette.routing import Match
+
+    from service.routes import admin as admin_routes
+
+    document = (await admin.client.get("/openapi.json")).json()["paths"]
+    alice = await register(admin.client)
+    sid = json.loads(base64.urlsafe_b64decode((await login(admin.client, alice))["access_token"].split(".")[1] + "=="))[
+        "sid"]
+    client = await admin.ok("POST", CLIENTS, 201, json={"name": "c", "grant_types": ["client_credentials"]})
+    cid, unknown = client["client_id"], uuid.uuid4()
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", USERS, {}), ("GET", USERS, {"params": {"limit": "0"}}), ("GET", USERS, {"params": {"cursor": "x"}}),
+        ("GET", f"{USERS}/{alice.id}", {}), ("GET", f"{USERS}/{unknown}", {}),
+        ("PATCH", f"{USERS}/{alice.id}", {"json": {"email": "a2@example.com"}}),
+        ("PATCH", f"{USERS}/{alice.id}", {"json": {"x": 1}}), ("PATCH", f"{USERS}/{alice.id}", {"data": {"x": 1}}),
+        ("POST", f"{USERS}/{alice.id}/password-reset", {}), ("GET", f"{USERS}/{alice.id}/sessions", {}),
+        ("DELETE", f"{USERS}/{alice.id}/sessions/{sid}", {}), ("DELETE", f"{USERS}/{alice.id}/sessions", {}),
+        ("GET", CLIENTS, {}), ("POST", CLIENTS, {"json": {}}), ("GET", f"{CLIENTS}/{cid}", {}),
+        ("PATCH", f"{CLIENTS}/{cid}", {"json": {"rotate_secret": True}}), ("DELETE", f"{CLIENTS}/{cid}", {}),
+        ("PATCH", f"{CLIENTS}/{cid}", {"json": {"name": "late"}}), ("GET", AUDIT, {}),
+        ("DELETE", f"{USERS}/{alice.id}", {}), ("DELETE", f"{USERS}/{alice.id}", {}),
+    ]
+    calls += [(method, path, {"headers": {"Authorization": ""}}) for method, path, _ in calls[:3]]
+    for method, path, kwargs in calls:
+        status = (await admin.call(method, path, **kwargs)).status_code
+        scope = {"type": "http", "path": path, "method": method}
+        (route,) = [r for r in admin_routes.ROUTES if r.matches(scope)[0] == Match.FULL]
+        documented = document[route.path][method.lower()]["responses"]
+        assert str(status) in documented, (method, route.path, status)

@@ -18,9 +18,14 @@ from service.db.models import AuditEvent
 
 
 async def insert(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """One statement for all of them (a multi-row INSERT)."""
-    if rows:
-        await db.execute(sa_insert(AuditEvent), list(rows))
+    """One statement for all of them (a multi-row INSERT); one row is a plain INSERT (cheaper to send)."""
+    if len(rows) == 1:
+        await db.execute(_INSERT, rows[0])
+    elif rows:
+        await db.execute(_INSERT, list(rows))
+
+
+_INSERT = sa_insert(AuditEvent)  # built once: SQLAlchemy caches its compiled form
 
 
 async def page(

@@ -304,6 +304,8 @@ class Log:
             while self._waiting:
                 batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
                 try:
+                    # a transaction even for one statement: behind PgBouncer in transaction mode, a statement
+                    # outside one may be prepared on one server connection and run on another
                     async with self.sessions.begin() as db:
                         await queries.insert(db, [row for row, _ in batch])
                 except Exception as exc:  # the database failed: each caller answers as for any such failure

@@ -25,7 +25,6 @@ async def insert(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
         await db.execute(_INSERT, list(rows))
 
 
-
 _INSERT = sa_insert(AuditEvent)  # built once: SQLAlchemy caches its compiled form
 
 

@@ -291,6 +291,8 @@ class Log:
 
     async def write(self, row: dict[str, Any]) -> None:
         """Store an event in the next group insert; returns once it is committed, raises if that failed."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the audit writer is not running")  # a bug: never wait for nobody
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((row, done))
         self._wake.set()

@@ -18,7 +18,21 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import database, errors, keys, mail, metrics, migrations, policy, routes, startup, store, telemetry, web
+from service import (
+    audit,
+    database,
+    errors,
+    keys,
+    mail,
+    metrics,
+    migrations,
+    policy,
+    routes,
+    startup,
+    store,
+    telemetry,
+    web,
+)
 from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher
@@ -57,10 +71,12 @@ def create_app(settings: Settings) -> Starlette:
         )
         sender = mail.Sender(settings, database.sessionmaker(mail_engine), mail.transport(settings), templates)
         following: asyncio.Task[None] | None = None
+        sessions = database.sessionmaker(engine)
+        audit_log = audit.Log(sessions, audit.root_key(settings, keyring.current))
         try:
             await migrations.check(settings, engine)
             await hasher.start()
-            sessions = database.sessionmaker(engine)
+            await audit_log.start()
             res = Resources(
                 settings=settings,
                 engine=engine,
@@ -74,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
                 sender=sender,
                 templates=templates,
                 breach=breach,
+                audit=audit_log,
             )
             # each worker process follows the keys folder on its own (a Secret the kubelet updates)
             following = asyncio.get_running_loop().create_task(
@@ -93,6 +110,7 @@ def create_app(settings: Settings) -> Starlette:
             await sender.stop()  # a round cut short leaves its rows leased; another sender takes them later
             await mail_engine.dispose()
             await breach.close()
+            await audit_log.close()  # events of requests that finished are written before the engine goes
             await cache.close()  # a last try at revocations still waiting for Redis
             if isinstance(shared, store.RedisStore):
                 await shared.close()

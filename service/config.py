@@ -116,6 +116,8 @@ class Settings:
     cleanup_batch_size: int
     cleanup_retention: int
     cleanup_interval: int
+    audit_retention: int  # seconds an audit event is kept (docs/admin.md)
+    audit_key: Secret | None  # keys the audit log's name hashes and the admin API's cursors
     max_body_bytes: int
     request_body_timeout: float
     log_level: str
@@ -209,6 +211,8 @@ class Settings:
             cleanup_batch_size=env.get("CLEANUP_BATCH_SIZE", _int(1, 100_000), 1000),
             cleanup_retention=env.get("CLEANUP_RETENTION", _int(0, 31_536_000), 604_800),
             cleanup_interval=env.get("CLEANUP_INTERVAL", _int(1, 86400), 300),
+            audit_retention=env.get("AUDIT_RETENTION", _int(3600, 315_360_000), 7_776_000),
+            audit_key=env.get("AUDIT_KEY", _audit_key, None),
             max_body_bytes=env.get("MAX_BODY_BYTES", _int(1024, 10_485_760), 16_384),
             request_body_timeout=env.get("REQUEST_BODY_TIMEOUT", _float(0.1, 600), 10.0),
             log_level=env.get("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
@@ -294,6 +298,12 @@ def _nonempty(raw: str) -> str:
 
 
 def _secret(raw: str) -> Secret:
+    return Secret(raw)
+
+
+def _audit_key(raw: str) -> Secret:
+    if len(raw) < 32:
+        raise ValueError("expected at least 32 characters (e.g. `openssl rand -base64 32`)")
     return Secret(raw)
 
 

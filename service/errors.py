@@ -9,6 +9,7 @@ ServiceError (400 invalid_request)                                      on /oaut
 ├── InvalidScope (400)               a scope the client may not have
 ├── InvalidTarget (400)              RFC 8707: a resource the client may not address
 ├── UnauthorizedClient (400)         the client may not use this grant type or token
+├── InvalidCursor (400)              a list cursor that is malformed, tampered with, or from another query
 ├── UnsupportedMediaType (415)                                                 400 invalid_request
 ├── PayloadTooLarge (413)
 ├── RequestTimeout (408)             the body did not arrive in time (slow client); closes the connection
@@ -25,6 +26,7 @@ ServiceError (400 invalid_request)                                      on /oaut
 │   ├── InvalidToken                 bad, expired or revoked access token
 │   ├── InvalidGrant                 unknown, expired, reused or revoked refresh token  400 invalid_grant
 │   └── InvalidClient (Basic)        client authentication failed: unknown, wrong secret, disabled
+├── InsufficientScope (403)          a valid token that may not do this (a user's token on /admin/v1/*)
 ├── RateLimited (429, Retry-After)
 ├── Unavailable (503, Retry-After)
 │   ├── Overloaded                   the hash queue is full
@@ -107,6 +109,11 @@ class InvalidTarget(ServiceError):
 class UnauthorizedClient(ServiceError):
     code = "unauthorized_client"
     default_detail = "This client is not allowed to use this grant type"
+
+
+class InvalidCursor(ServiceError):
+    code = "invalid_cursor"
+    default_detail = "cursor is not one this list gave out for this query; start again without it"
 
 
 class UnsupportedMediaType(ServiceError):
@@ -193,6 +200,14 @@ class InvalidClient(Unauthorized):
     code = "invalid_client"
     default_detail = "Client authentication failed"
     challenge = 'Basic realm="authsvc"'
+
+
+class InsufficientScope(ServiceError):
+    """RFC 6750 §3.1: authenticated, but the token does not carry what this needs."""
+
+    status_code = 403
+    code = "insufficient_scope"
+    default_detail = "The access token does not allow this"
 
 
 class _TryLater(ServiceError):

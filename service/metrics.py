@@ -146,6 +146,9 @@ KEYS_DEGRADED = Gauge(
     multiprocess_mode="livemax",
 )
 
+# -- audit log (docs/admin.md): admin requests are http_server_request_duration_seconds{http_route=~"/admin/.*"} --
+AUDIT_EVENTS = Counter("auth_audit_events", "Audit events stored, by type.", ["type"])
+
 # -- housekeeping ---------------------------------------------------------------------------------------
 CLEANUP_DELETED = Counter("auth_cleanup_rows_deleted", "Rows deleted by `authsvc cleanup`, by table.", ["table"])
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from service import __version__, schemas
+from service import __version__, admin, audit, schemas
 
 REF = "#/components/schemas/{name}"
 LINKS = [
@@ -86,7 +86,7 @@ TOKEN_VALUE = {"type": "string", "minLength": 1, "maxLength": schemas.TOKEN_MAX_
 _request_schemas, _components = msgspec.json.schema_components(
     [
         schemas.Register, schemas.RefreshRequest, schemas.PasswordChange, schemas.PasswordResetRequest,
-        schemas.PasswordResetConfirm, schemas.VerifyEmail,
+        schemas.PasswordResetConfirm, schemas.VerifyEmail, admin.UserPatch, admin.NewClient, admin.ClientPatch,
     ],
     ref_template=REF,
 )
@@ -242,6 +242,93 @@ COMPONENTS: dict[str, Any] = {
         },
     },
     "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
+    # -- the admin API (docs/admin.md) --
+    "AdminUser": {
+        "type": "object",
+        "required": ["id", "username", "email", "is_active", "created_at", "updated_at"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "username": {"type": "string"},
+            "email": {"type": "string", "format": "email"},
+            "is_active": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": ["id", "created_at", "last_used_at", "expires_at", "client_id", "scope"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_used_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time", "description": "absolute lifetime"},
+            "client_id": {"type": ["string", "null"], "description": "the client it was granted to"},
+            "scope": {"type": "string"},
+            "client_ip": {"type": ["string", "null"]},
+            "user_agent": {"type": ["string", "null"]},
+        },
+    },
+    "Client": {
+        "type": "object",
+        "required": ["client_id", "name", "type", "grant_types", "scope", "audiences", "created_at"],
+        "properties": {
+            "client_id": {"type": "string"},
+            "name": {"type": "string"},
+            "type": {"enum": ["confidential", "public"]},
+            "grant_types": {"type": "array", "items": {"type": "string"}},
+            "scope": {"type": "string"},
+            "audiences": {"type": "array", "items": {"type": "string"}},
+            "access_token_ttl": {"type": ["integer", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "disabled_at": {"type": ["string", "null"], "format": "date-time"},
+            "client_secret": {
+                "type": ["string", "null"],
+                "description": "only in the answer to a registration or a rotation: it is never shown again",
+            },
+            "previous_secret_valid_until": {"type": "string", "format": "date-time", "description": "rotation"},
+        },
+    },
+    "AuditEvent": {
+        "type": "object",
+        "required": ["id", "occurred_at", "type", "actor", "details"],
+        "properties": {
+            "id": {"type": "integer"},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "type": {"enum": list(audit.TYPES)},
+            "actor": {
+                "type": "object",
+                "properties": {"type": {"enum": ["user", "client", "cli", "anonymous"]},
+                               "id": {"type": ["string", "null"]}},
+            },
+            "subject": {
+                "type": ["object", "null"],
+                "properties": {"type": {"enum": ["user", "session", "client"]}, "id": {"type": "string"}},
+            },
+            "user_id": {"type": ["string", "null"], "format": "uuid"},
+            "client_id": {"type": ["string", "null"]},
+            "client_ip": {"type": ["string", "null"]},
+            "user_agent": {"type": ["string", "null"]},
+            "request_id": {"type": ["string", "null"]},
+            "trace_id": {"type": ["string", "null"]},
+            "details": {"type": "object", "description": "small, never a secret or personal data"},
+        },
+    },
+    **{
+        f"{name}Page": {
+            "type": "object",
+            "required": [field, "next_cursor"],
+            "properties": {
+                field: {"type": "array", "items": _ref(name)},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "pass as `cursor` for the next page; null on the last page",
+                },
+            },
+        }
+        for name, field in (("AdminUser", "users"), ("Session", "sessions"), ("Client", "clients"),
+                            ("AuditEvent", "events"))
+    },
     "ServerMetadata": {
         "type": "object",
         "description": "RFC 8414 authorization server metadata; every URL is absolute, under the issuer",
@@ -261,6 +348,110 @@ COMPONENTS: dict[str, Any] = {
 }
 
 FORM = "application/x-www-form-urlencoded"
+ADMIN: list[dict[str, list[str]]] = [{"adminClient": ["admin"]}]
+ADMIN_ERRORS = {
+    "401": UNAUTHORIZED,
+    "403": _error("insufficient_scope: a user's token, or a client token without the admin scope"),
+}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+PAGE = [
+    _query("limit", f"page size, 1 to {admin.MAX_LIMIT} (default {admin.DEFAULT_LIMIT})", {"type": "integer"}),
+    _query("cursor", "`next_cursor` of the previous page, with the same filters"),
+]
+BAD_QUERY = {"400": _error("invalid_cursor"), "422": _error("unknown, repeated or malformed query parameter")}
+
+
+def _admin(summary: str, responses: dict[str, Any], *, parameters: list[dict[str, Any]] | None = None,
+           body: str | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "security": ADMIN, "responses": {**responses, **ADMIN_ERRORS}}
+    if parameters:
+        operation["parameters"] = parameters
+    if body:
+        operation["requestBody"] = _body(body)
+        operation["responses"].update({"415": _error("not JSON"), "422": INVALID})
+    return operation
+
+
+NOT_FOUND = _error("no such user (or session, or client)")
+USER_ID = [_path("user_id")]
+
+ADMIN_PATHS: dict[str, Any] = {
+    "/admin/v1/users": {"get": _admin(
+        "Find users by username or email prefix (any case), by lowered username", {
+            "200": _json("a page of users", "AdminUserPage"), **BAD_QUERY},
+        parameters=[_query("q", "a username or email prefix"),
+                    _query("active", "true or false", {"type": "boolean"}), *PAGE],
+    )},
+    "/admin/v1/users/{user_id}": {
+        "get": _admin("A user", {"200": _json("the user", "AdminUser"), "404": NOT_FOUND}, parameters=USER_ID),
+        "patch": _admin(
+            "Change is_active and/or email; disabling ends every session at once", {
+                "200": _json("the user as changed", "AdminUser"), "404": NOT_FOUND,
+                "409": _error("email taken")},
+            parameters=USER_ID, body="UserPatch",
+        ),
+        "delete": _admin(
+            "Erase the account, its sessions and tokens; the username and email become free", {
+                "204": {"description": "erased"}, "404": NOT_FOUND},
+            parameters=USER_ID,
+        ),
+    },
+    "/admin/v1/users/{user_id}/password-reset": {"post": _admin(
+        "Start a password reset for the user (a mail, with the lifecycle flows); answers nothing more",
+        {"202": {"description": "accepted"}, "404": NOT_FOUND}, parameters=USER_ID,
+    )},
+    "/admin/v1/users/{user_id}/sessions": {
+        "get": _admin("The user's live sessions, newest first", {
+            "200": _json("a page of sessions", "SessionPage"), "404": NOT_FOUND, **BAD_QUERY},
+            parameters=[*USER_ID, *PAGE]),
+        "delete": _admin("End every session of the user", {"204": {"description": "ended"}, "404": NOT_FOUND},
+                         parameters=USER_ID),
+    },
+    "/admin/v1/users/{user_id}/sessions/{session_id}": {"delete": _admin(
+        "End one session of the user (idempotent)", {"204": {"description": "ended"}, "404": NOT_FOUND},
+        parameters=[*USER_ID, _path("session_id")],
+    )},
+    "/admin/v1/clients": {
+        "get": _admin("Registered clients, in registration order", {
+            "200": _json("a page of clients", "ClientPage"), **BAD_QUERY}, parameters=PAGE),
+        "post": _admin("Register a client; its secret is in this answer only", {
+            "201": _json("the client and its secret", "Client")}, body="NewClient"),
+    },
+    "/admin/v1/clients/{client_id}": {
+        "get": _admin("A registered client (never its secret)", {"200": _json("the client", "Client"),
+                                                                  "404": NOT_FOUND},
+                      parameters=[_path("client_id")]),
+        "patch": _admin(
+            "Change the registration and/or rotate the secret (the new one is in this answer only)", {
+                "200": _json("the client", "Client"), "404": NOT_FOUND,
+                "409": _error("the client is disabled, or public (no secret to rotate)")},
+            parameters=[_path("client_id")], body="ClientPatch",
+        ),
+        "delete": _admin("Disable the client and end its sessions (idempotent; the id is never reused)", {
+            "204": {"description": "disabled"}, "404": NOT_FOUND}, parameters=[_path("client_id")]),
+    },
+    "/admin/v1/audit": {"get": _admin(
+        "Audit events, newest first", {"200": _json("a page of events", "AuditEventPage"), **BAD_QUERY},
+        parameters=[
+            _query("user_id", "events about this user", {"type": "string", "format": "uuid"}),
+            _query("client_id", "events of this client (or about it, for client.* events)"),
+            _query("type", "one event type", {"enum": list(audit.TYPES)}),
+            _query("since", "ISO 8601 time with a zone, inclusive", {"type": "string", "format": "date-time"}),
+            _query("until", "ISO 8601 time with a zone, exclusive", {"type": "string", "format": "date-time"}),
+            *PAGE,
+        ],
+    )},
+}
 
 PATHS: dict[str, Any] = {
     "/": {"get": {"summary": "Service index", "responses": {"200": {"description": "name, version, links"}}}},
@@ -537,6 +728,7 @@ PATHS: dict[str, Any] = {
     },
     "/health/startup": {"get": {"responses": {"200": _json("started", "Health")}}},
     "/openapi.json": {"get": {"responses": {"200": {"description": "this document"}}}},
+    **ADMIN_PATHS,
     "/metrics": {
         "get": {
             "summary": "Prometheus metrics (text exposition format); keep it off the public ingress",
@@ -562,6 +754,12 @@ DOCUMENT: dict[str, Any] = {
             "introspectionBasic": {"type": "http", "scheme": "basic"},
             "clientBasic": {"type": "http", "scheme": "basic", "description": "client_secret_basic"},
             "introspectionBearer": {"type": "http", "scheme": "bearer"},
+            "adminClient": {
+                "type": "oauth2",
+                "description": "a client-credentials access token with the admin scope (docs/admin.md)",
+                "flows": {"clientCredentials": {"tokenUrl": "/oauth2/token",
+                                                "scopes": {"admin": "the admin API"}}},
+            },
         },
     },
 }

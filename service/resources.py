@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from starlette.requests import Request
 
+from service.audit import Log
 from service.cache import Cache
 from service.config import Settings
 from service.keys import Keyring, KeySet
@@ -30,6 +31,7 @@ class Resources:
     store: Store  # Redis, or this process's memory when AUTH_REDIS_URL is unset
     limiter: Limiter
     cache: Cache
+    audit: Log  # writes events that have no transaction of their own (failed logins); keys of hashes, cursors
     sender: Sender  # the outbox's sender loop; wake() it after committing a mail
     templates: Templates
     breach: BreachCheck

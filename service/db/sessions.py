@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import tokens
@@ -153,18 +153,19 @@ async def revoke(db: AsyncSession, session_id: uuid.UUID, *, now: dt.datetime, r
 class Owner:
     session_id: uuid.UUID
     client_id: str | None
+    user_id: uuid.UUID | None = None
 
 
 async def owner(db: AsyncSession, token: str) -> Owner | None:
     """The session a refresh token (used or not) belongs to, and the client it was granted to."""
     row = (
         await db.execute(
-            select(Session.id, Session.client_id)
+            select(Session.id, Session.client_id, Session.user_id)
             .join(RefreshToken, RefreshToken.session_id == Session.id)
             .where(RefreshToken.token_hash == tokens.digest(token))
         )
     ).one_or_none()
-    return Owner(row[0], row[1]) if row else None
+    return Owner(row[0], row[1], row[2]) if row else None
 
 
 async def client_of(db: AsyncSession, session_id: uuid.UUID) -> Owner | None:
@@ -251,3 +252,29 @@ async def live_refresh(db: AsyncSession, token: str, *, now: dt.datetime) -> Ref
         return None
     created_at, expires_at, session_id, client_id, scope, user = row
     return RefreshInfo(user, session_id, created_at, expires_at, client_id, _scope(scope))
+
+
+async def live_of_user(
+    db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime, before: tuple[dt.datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Session]:
+    """The user's sessions that have not ended, newest first; ``before`` is the last of the previous page."""
+    query = select(Session).where(
+        Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
+    )
+    if before is not None:
+        query = query.where(tuple_(Session.created_at, Session.id) < tuple_(*before))
+    query = query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit)
+    return list((await db.execute(query)).scalars())
+
+
+async def revoke_of_user(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, *, now: dt.datetime, reason: str
+) -> bool | None:
+    """End one session of this user: True if it ended now, False if it had already, None if it is not theirs."""
+    found = (
+        await db.execute(select(Session.revoked_at).where(Session.id == session_id, Session.user_id == user_id))
+    ).one_or_none()
+    if found is None:
+        return None
+    return await revoke(db, session_id, now=now, reason=reason)

@@ -64,6 +64,7 @@ CHART_MANAGED = {
     "AUTH_SMTP_USERNAME",
     "AUTH_SMTP_PASSWORD_FILE",
     "AUTH_MAIL_FROM",
+    "AUTH_AUDIT_KEY",  # generated into the credentials Secret
 }
 
 
@@ -275,7 +276,7 @@ def test_generated_secrets_survive_upgrades_and_uninstall() -> None:
     assert bytes.fromhex("06032b6570") in der  # OID 1.3.101.112: Ed25519, the service's default algorithm
     credentials = secrets[f"{rendered.fullname}-credentials"]["data"]
     assert set(credentials) == {
-        "database-password", "redis-password", "introspection-secret", "bootstrap-client-secret"
+        "database-password", "redis-password", "introspection-secret", "bootstrap-client-secret", "audit-key"
     }
     for value in credentials.values():
         assert len(base64.b64decode(value)) >= 32
@@ -1045,3 +1046,16 @@ def test_mail_settings_reach_the_server_with_the_login_from_the_existing_secret(
     server = implicit.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
     assert "AUTH_SMTP_USERNAME" not in {e["name"] for e in server["env"]}  # no Secret: no login
     assert "AUTH_SMTP_URL" not in render({}).one("ConfigMap", f"{FULLNAME}-config")["data"]  # files in the pod
+
+
+def test_the_audit_key_is_generated_kept_in_the_credentials_secret_and_accepted_by_the_service() -> None:
+    rendered = render({})
+    generated = base64.b64decode(rendered.one("Secret", f"{FULLNAME}-credentials")["data"]["audit-key"]).decode()
+    server = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in server["env"] if e["name"] == "AUTH_AUDIT_KEY"]
+    assert (ref["name"], ref["key"], ref["optional"]) == (f"{FULLNAME}-credentials", "audit-key", True)
+    config = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    settings = require("service.config").Settings.from_environ({**config, "AUTH_AUDIT_KEY": generated})
+    assert str(settings.audit_key) == generated
+    given = render({"secrets": {"auditKey": "a" * 32}}).one("Secret", f"{FULLNAME}-credentials")
+    assert base64.b64decode(given["data"]["audit-key"]) == b"a" * 32

@@ -66,7 +66,7 @@ async def wipe(stack: Stack) -> None:
     engine = create_async_engine(stack.admin_url)
     try:
         async with engine.begin() as connection:
-            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens, clients CASCADE"))
+            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens, clients, audit_events CASCADE"))
     finally:
         await engine.dispose()
     if stack.redis.running:

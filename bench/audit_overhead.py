@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from service import keys, migrations
     from service.config import Settings
-    from tests.stack import Stack
+    from devtools.stack import Stack
 
     with Stack() as stack, tempfile.TemporaryDirectory() as folder:
         keys.generate(Path(folder), kid="bench")

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.stack import Stack
 from service.config import Settings
 from service.db import users
 from tests.service.conftest import (
@@ -25,7 +26,6 @@ from tests.service.conftest import (
     register,
 )
 from tests.service.test_revocation import active, me, warm
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 ADMIN_SECRET = "bootstrap-secret-of-the-admin-tests-0123456789"

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from devtools.stack import Stack
 from service.config import Settings
 from tests.service.conftest import PASSWORD, Running, environ, login, register
 from tests.service.test_oauth_serve import authsvc
 from tests.service.test_revocation import me, warm
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 

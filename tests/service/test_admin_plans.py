@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from devtools.stack import Stack
 from service import audit, cleanup
 from service.db import audit as audit_queries
 from service.db import users
 from tests.service.conftest import Running
 from tests.service.test_database import explain
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 USERS = 1_000_000

@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from devtools.polling import wait_for
+from devtools.stack import Stack
 from service import audit, cleanup
 from service.config import Settings
 from service.db import audit as audit_queries
@@ -26,14 +28,12 @@ from tests.service.conftest import (
     Running,
     bearer,
     counting_queries,
-    eventually,
     login,
     make_settings,
     register,
 )
 from tests.service.test_admin import ADMIN_SECRET, AUDIT, CLIENTS, USERS, Admin, as_admin, basic, client_token
 from tests.service.test_observability_metrics import moved, requests, scrape
-from tests.stack import Stack
 
 pytestmark = pytest.mark.anyio
 CLIENT_IP, AGENT = "203.0.113.7", "audit-test/1.0"
@@ -275,7 +275,7 @@ async def test_a_failed_login_is_answered_only_once_its_event_is_stored(app: Run
                 ))
                 return bool(waiting.scalar())
 
-            await eventually(insert_waits)
+            await wait_for(insert_waits, limit=10.0, interval=0.02)
             assert not attempt.done()  # no 401 while its event is not stored
             await holder.commit()  # the lock goes
             response = await attempt

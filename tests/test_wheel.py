@@ -229,7 +229,9 @@ async def test_the_installed_wheel_migrates_serves_and_cleans_up_on_postgresql(
         for output in (generated, migrated, cleaned):
             assert "hunter2" not in output.stdout + output.stderr
         assert "hunter2" not in read(log)
-    assert sorted(p.name for p in cwd.iterdir()) == ["keys"]
+    # nothing but the keys asked for, and (no AUTH_SMTP_URL) the registration's mail as a file (docs/accounts.md)
+    assert sorted(p.name for p in cwd.iterdir()) == [".authsvc", "keys"]
+    assert [p.name for p in (cwd / ".authsvc").iterdir()] == ["mail"]
 
 
 @pytest.mark.anyio

@@ -35,6 +35,7 @@ from service.ratelimit import Limiter
 PASSWORD, REFRESH, CLIENT_CREDENTIALS = "password", "refresh_token", "client_credentials"
 GRANT_TYPES = (PASSWORD, REFRESH, CLIENT_CREDENTIALS)
 SECRET_BYTES = 32
+FIELD_MAX_LENGTH = 512  # client_id and client_secret: longer ones belong to no client (401)
 _DUMMY = hashlib.sha256(b"no such client").digest()  # compared against when there is nothing to compare
 
 
@@ -222,6 +223,8 @@ def credentials(authorization: str | None, form: FormData) -> Credentials | None
         except (Base64Error, UnicodeDecodeError, ValueError):
             raise errors.InvalidClient("malformed Basic credentials") from None
         client_id, secret = urllib.parse.unquote_plus(username), urllib.parse.unquote_plus(password)
+        if "\x00" in client_id + secret:  # no client id holds one, and PostgreSQL text cannot (it was a 500)
+            raise errors.InvalidClient("malformed Basic credentials")
         if not colon or not client_id or (posted_id is not None and posted_id != client_id):
             raise errors.InvalidClient()
         return Credentials(client_id, secret, "client_secret_basic")
@@ -241,7 +244,9 @@ def _one(form: FormData, name: str) -> str | None:
     value = values[0] if values else None
     if not isinstance(value, str) or value == "":  # RFC 6749 §3.2: an empty parameter is an absent one
         return None
-    if len(value) > 512:
+    if "\x00" in value:  # as in every other field: PostgreSQL text cannot hold it (client_id was a 500)
+        raise errors.InvalidRequest(f"form field `{name}` holds a NUL, which text cannot")
+    if len(value) > FIELD_MAX_LENGTH:
         raise errors.InvalidClient()
     return value
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from service import __version__, admin, audit, schemas
+from service import __version__, admin, audit, clients, schemas, web
 
 REF = "#/components/schemas/{name}"
 LINKS = [
@@ -47,8 +47,14 @@ def _json(description: str, schema: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
+FORM = "application/x-www-form-urlencoded"
+# what the schemas cannot count: a field repeated (an array) counts once per value
+FORM_LIMIT = f"a form: at most {web.FORM_MAX_FIELDS} fields, a repeated one counting each time"
+
+
 def _body(schema: str, media: str = "application/json") -> dict[str, Any]:
-    return {"required": True, "content": {media: {"schema": _ref(schema)}}}
+    described = {"description": FORM_LIMIT} if media == FORM else {}
+    return {"required": True, **described, "content": {media: {"schema": _ref(schema)}}}
 
 
 INVALID = _error("invalid body: malformed, missing/extra fields, or a field out of range")
@@ -67,6 +73,20 @@ UNAUTHORIZED = {
     **_error("missing, invalid, expired or revoked credentials"),
     "headers": CHALLENGE,
 }
+# /oauth2/*: RFC 6749 §5.2 statuses; a wrong Content-Type is 400 invalid_request there, not 415
+INVALID_CLIENT = {
+    **_error("invalid_client: client authentication failed (an unknown client, a wrong secret and a disabled "
+             "client get this one answer), or is required and missing"),
+    "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "pattern": "^Basic "}}},
+}
+OAUTH_ERRORS = {
+    "401": INVALID_CLIENT,
+    "408": TIMED_OUT,
+    "413": TOO_LARGE,
+    "429": LIMITED,
+    "503": UNAVAILABLE,
+}
+CLIENT_AUTH: list[dict[str, list[str]]] = [{"clientBasic": []}, {}]  # {}: in the form, or no client
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 # OpenAPI links: what a client does next with an answer (schemathesis' stateful phase follows them)
 LOGIN = {
@@ -80,8 +100,48 @@ WITH_PAIR = {
     "Revoke": {"operationId": "revoke", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
     "Introspect": {"operationId": "introspect", "requestBody": {"token": "$response.body#/access_token"}},
 }
+OAUTH_LOGIN = {
+    "OAuthLogin": {
+        "operationId": "oauth2-token",
+        "requestBody": {
+            "grant_type": "password", "username": "$request.body#/username", "password": "$request.body#/password"
+        },
+    }
+}
+WITH_OAUTH_PAIR = {
+    "Refresh": {
+        "operationId": "oauth2-token",
+        "requestBody": {"grant_type": "refresh_token", "refresh_token": "$response.body#/refresh_token"},
+    },
+    "Revoke": {"operationId": "oauth2-revoke", "requestBody": {"token": "$response.body#/refresh_token"}},
+    "Introspect": {"operationId": "oauth2-introspect", "requestBody": {"token": "$response.body#/access_token"}},
+}
 NO_NUL = {"pattern": schemas.TEXT}  # PostgreSQL text holds no NUL; refused with 422
 TOKEN_VALUE = {"type": "string", "minLength": 1, "maxLength": schemas.TOKEN_MAX_LENGTH, **NO_NUL}
+LOGIN_NAME = {
+    "type": "string", "minLength": 1, "maxLength": schemas.LOGIN_MAX_LENGTH, **NO_NUL,
+    "description": "username, or email when it holds an @",
+}
+LOGIN_PASSWORD = {
+    "type": "string", "minLength": 1, **NO_NUL, **schemas.PASSWORD_SCHEMA, "description": "at most 72 bytes of UTF-8"
+}
+# RFC 6749 §3.3: scope tokens (service.config.SCOPE_TOKEN) separated by spaces; empty: none asked
+SCOPE = {"type": "string", "maxLength": schemas.TOKEN_MAX_LENGTH, "pattern": r"^[\x20\x21\x23-\x5B\x5D-\x7E]*$"}
+CLIENT_FIELD = {"type": "string", "maxLength": clients.FIELD_MAX_LENGTH, **NO_NUL}
+CLIENT_FIELDS = {
+    "client_id": {**CLIENT_FIELD, "description": "client_secret_post with client_secret, or alone a public client"},
+    "client_secret": {**CLIENT_FIELD, "description": "client_secret_post; never together with Basic credentials"},
+}
+SECRET_NEEDS_ID = {  # RFC 6749 §2.3.1: a posted secret comes with its client_id (an empty parameter is absent)
+    "anyOf": [
+        {"properties": {"client_secret": {"maxLength": 0}}},
+        {"required": ["client_id"], "properties": {"client_id": {"minLength": 1}}},
+    ]
+}
+RESOURCE = {  # RFC 8707: an absolute URI without a fragment
+    "type": "string", "maxLength": schemas.RESOURCE_MAX_LENGTH, "pattern": r"^[^#\x00]*$",
+    "description": "RFC 8707: one of the client's audiences; may repeat",
+}
 
 _request_schemas, _components = msgspec.json.schema_components(
     [
@@ -158,14 +218,8 @@ COMPONENTS: dict[str, Any] = {
                 "required": ["username", "password"],
                 "properties": {
                     "grant_type": {"const": "password", "default": "password"},
-                    "username": {
-                        "type": "string", "minLength": 1, "maxLength": schemas.LOGIN_MAX_LENGTH, **NO_NUL,
-                        "description": "username, or email when it holds an @",
-                    },
-                    "password": {
-                        "type": "string", "minLength": 1, **NO_NUL, **schemas.PASSWORD_SCHEMA,
-                        "description": "at most 72 bytes of UTF-8",
-                    },
+                    "username": LOGIN_NAME,
+                    "password": LOGIN_PASSWORD,
                 },
             },
             {
@@ -179,22 +233,47 @@ COMPONENTS: dict[str, Any] = {
     "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": TOKEN_VALUE}},
     "OAuthTokenForm": {
         "type": "object",
+        "description": "RFC 6749 §4.3, §6, §4.4. Every parameter but `resource` at most once; an empty one is an "
+        "absent one (§3.2); unknown ones are ignored. The client authenticates with HTTP Basic "
+        "(client_secret_basic), with client_id and client_secret here (client_secret_post), names itself with "
+        "client_id alone (a public client), or is absent (password and refresh_token grants, unless "
+        "AUTH_PASSWORD_GRANT_REQUIRES_CLIENT)",
         "required": ["grant_type"],
-        "description": "RFC 6749 §4.3, §6, §4.4; client credentials by HTTP Basic or as client_id/client_secret here",
         "properties": {
-            "grant_type": {"enum": ["password", "refresh_token", "client_credentials"]},
-            "username": {"type": "string", "description": "password grant: username, or email when it holds an @"},
+            "grant_type": {"enum": list(clients.GRANT_TYPES)},
+            # each read by its own grant only, but never repeated
+            "username": {"type": "string"},
             "password": {"type": "string"},
             "refresh_token": {"type": "string"},
-            "scope": {"type": "string", "description": "space-separated; must be a subset of what is allowed"},
-            "resource": {"type": "string", "description": "RFC 8707: one of the client's audiences"},
-            "client_id": {"type": "string"},
-            "client_secret": {"type": "string"},
+            "scope": {**SCOPE, "description": "a subset of what the client (or, without one, a user) may have"},
+            **CLIENT_FIELDS,
         },
+        "allOf": [SECRET_NEEDS_ID],
+        "oneOf": [
+            {
+                "title": "password grant",
+                "required": ["grant_type", "username", "password"],
+                "properties": {"grant_type": {"const": "password"}, "username": LOGIN_NAME, "password": LOGIN_PASSWORD},
+            },
+            {
+                "title": "refresh_token grant",
+                "required": ["grant_type", "refresh_token"],
+                "properties": {"grant_type": {"const": "refresh_token"}, "refresh_token": TOKEN_VALUE},
+            },
+            {
+                "title": "client_credentials grant (a confidential client)",
+                "required": ["grant_type"],
+                "properties": {
+                    "grant_type": {"const": "client_credentials"},
+                    "resource": {"anyOf": [RESOURCE, {"type": "array", "items": RESOURCE}]},
+                },
+            },
+        ],
     },
     "OAuthToken": {
         "type": "object",
         "required": ["access_token", "token_type", "expires_in", "scope"],
+        "dependentRequired": {"refresh_token": ["refresh_expires_in"]},
         "properties": {
             "access_token": {"type": "string", "description": "RFC 9068 JWT (typ at+jwt); verify with the JWKS"},
             "token_type": {"const": "bearer"},
@@ -206,13 +285,19 @@ COMPONENTS: dict[str, Any] = {
     },
     "OAuthTokenParam": {
         "type": "object",
+        "description": "RFC 7009 §2.1, RFC 7662 §2.1: each parameter at most once; an empty one is an absent one; "
+        "unknown ones are ignored. Client authentication as on the token endpoint",
         "required": ["token"],
         "properties": {
             "token": TOKEN_VALUE,
-            "token_type_hint": {"enum": ["access_token", "refresh_token"], "description": "accepted and not needed"},
-            "client_id": {"type": "string"},
-            "client_secret": {"type": "string"},
+            "token_type_hint": {
+                "type": "string", "examples": ["access_token", "refresh_token"],
+                "description": "ignored, whatever its value (RFC 7009 §2.1 and RFC 7662 §2.1 allow that): a JWT "
+                "is an access token, anything else is looked up as a refresh token",
+            },
+            **CLIENT_FIELDS,
         },
+        "allOf": [SECRET_NEEDS_ID],
     },
     "Introspection": {
         "type": "object",
@@ -232,6 +317,39 @@ COMPONENTS: dict[str, Any] = {
             "scope": {"type": "string"},
             "client_id": {"type": "string"},
         },
+    },
+    "OAuthIntrospection": {
+        "oneOf": [
+            {
+                "title": "anything expired, revoked, unknown, or of a disabled client",
+                "type": "object",
+                "required": ["active"],
+                "properties": {"active": {"const": False}},
+                "additionalProperties": False,
+            },
+            {
+                "title": "a live token: a user's access token (with username, sid), a client's (sub is the client), "
+                "or a refresh token (no aud, jti)",
+                "type": "object",
+                "required": ["active", "token_type", "scope", "client_id", "sub", "exp", "iat", "iss"],
+                "properties": {
+                    "active": {"const": True},
+                    "token_type": {"enum": ["Bearer", "refresh_token"]},
+                    "scope": {"type": "string"},
+                    "client_id": {"type": "string", "description": "`direct`: a user's token without a client"},
+                    "sub": {"type": "string"},
+                    "username": {"type": "string"},
+                    "exp": {"type": "integer"},
+                    "iat": {"type": "integer"},
+                    "sid": {"type": "string", "format": "uuid"},
+                    "jti": {"type": "string"},
+                    "email_verified": {"type": "boolean"},
+                    "iss": {"type": "string"},
+                    "aud": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                },
+                "additionalProperties": False,
+            },
+        ],
     },
     "Health": {
         "type": "object",
@@ -461,7 +579,7 @@ PATHS: dict[str, Any] = {
             "summary": "Create a user",
             "requestBody": _body("Register"),
             "responses": {
-                "201": {**_json("created", "User"), "links": LOGIN},
+                "201": {**_json("created", "User"), "links": {**LOGIN, **OAUTH_LOGIN}},
                 "202": _json("AUTH_REGISTRATION_ENUMERATION_SAFE: accepted, the outcome is mailed", "Accepted"),
                 "408": TIMED_OUT,
                 "409": _error("username or email taken"),
@@ -514,6 +632,7 @@ PATHS: dict[str, Any] = {
             "summary": "End the session a token belongs to (RFC 7009; idempotent)",
             "requestBody": {
                 "required": True,
+                "description": f"JSON, or {FORM_LIMIT}",
                 "content": {
                     "application/json": {"schema": _ref("RefreshRequest")},
                     FORM: {"schema": _ref("TokenParam")},
@@ -574,43 +693,43 @@ PATHS: dict[str, Any] = {
     },
     "/oauth2/token": {
         "post": {
+            "operationId": "oauth2-token",
             "summary": "OAuth 2.0 token endpoint (RFC 6749): password, refresh_token, client_credentials",
-            "security": [{"clientBasic": []}, {}],
+            "security": CLIENT_AUTH,
             "requestBody": _body("OAuthTokenForm", FORM),
             "responses": {
-                "200": _json("tokens", "OAuthToken"),
-                "400": _error("RFC 6749 §5.2: invalid_request, invalid_grant, unsupported_grant_type, "
-                              "invalid_scope, unauthorized_client; RFC 8707 invalid_target"),
-                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
-                "413": _error("body too large"),
-                "429": LIMITED,
-                "503": _error("password checks overloaded; see Retry-After"),
+                "200": {**_json("tokens", "OAuthToken"), "links": WITH_OAUTH_PAIR},
+                "400": _error("RFC 6749 §5.2: invalid_request (also for a body that is not a form), invalid_grant "
+                              "(a wrong password; an unknown, expired, reused or another client's refresh token), "
+                              "unsupported_grant_type, invalid_scope, unauthorized_client; RFC 8707 invalid_target"),
+                **OAUTH_ERRORS,
             },
         }
     },
     "/oauth2/revoke": {
         "post": {
+            "operationId": "oauth2-revoke",
             "summary": "RFC 7009 revocation: ends the session of a refresh or user access token",
-            "security": [{"clientBasic": []}, {}],
+            "security": CLIENT_AUTH,
             "requestBody": _body("OAuthTokenParam", FORM),
             "responses": {
-                "200": {"description": "revoked, or nothing to revoke"},
-                "400": _error("invalid_request; unauthorized_client for another client's token"),
-                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
-                "429": LIMITED,
+                "200": {"description": "revoked, or nothing to revoke (an unknown token is not an error)"},
+                "400": _error("invalid_request (also for a body that is not a form); unauthorized_client for "
+                              "another client's token"),
+                **OAUTH_ERRORS,
             },
         }
     },
     "/oauth2/introspect": {
         "post": {
-            "summary": "RFC 7662 introspection, for confidential clients",
-            "security": [{"clientBasic": []}],
+            "operationId": "oauth2-introspect",
+            "summary": "RFC 7662 introspection, for confidential clients (Basic, or client_secret_post in the form)",
+            "security": CLIENT_AUTH,
             "requestBody": _body("OAuthTokenParam", FORM),
             "responses": {
-                "200": _json("token state", "Introspection"),
-                "400": _error("invalid_request"),
-                "401": _error("invalid_client (WWW-Authenticate: Basic)"),
-                "429": LIMITED,
+                "200": _json("token state", "OAuthIntrospection"),
+                "400": _error("invalid_request (also for a body that is not a form)"),
+                **OAUTH_ERRORS,
             },
         }
     },
@@ -752,7 +871,21 @@ DOCUMENT: dict[str, Any] = {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             "introspectionBasic": {"type": "http", "scheme": "basic"},
-            "clientBasic": {"type": "http", "scheme": "basic", "description": "client_secret_basic"},
+            "clientBasic": {
+                "type": "http", "scheme": "basic",
+                "description": "client_secret_basic: base64(urlencode(client_id):urlencode(client_secret)). "
+                "OpenAPI has no scheme for credentials in a form body: without this header a client sends "
+                "client_id and client_secret in the form (client_secret_post) or client_id alone (public)",
+            },
+            "oauth2": {
+                "type": "oauth2",
+                "description": "the flows /oauth2/token serves; their access tokens are the `bearer` JWTs. Scopes "
+                "are AUTH_USER_SCOPES for users and each client's registered scopes",
+                "flows": {
+                    "password": {"tokenUrl": "/oauth2/token", "refreshUrl": "/oauth2/token", "scopes": {}},
+                    "clientCredentials": {"tokenUrl": "/oauth2/token", "scopes": {}},
+                },
+            },
             "introspectionBearer": {"type": "http", "scheme": "bearer"},
             "adminClient": {
                 "type": "oauth2",

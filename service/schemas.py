@@ -49,6 +49,7 @@ Password = Annotated[
 TOKEN_MAX_LENGTH = 2048
 OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=TOKEN_MAX_LENGTH, pattern=TEXT)]
 LOGIN_MAX_LENGTH = 320  # the form's username: a username or an email address
+RESOURCE_MAX_LENGTH = 512  # RFC 8707 `resource` on /oauth2/token
 
 
 class Register(msgspec.Struct, forbid_unknown_fields=True):
@@ -196,9 +197,7 @@ def parse_token_form(form: FormData) -> PasswordGrant | RefreshGrant:
 
 def parse_oauth_token_form(form: FormData) -> PasswordGrant | RefreshGrant | ClientCredentialsGrant:
     """RFC 6749 §4.3, §6, §4.4 on /oauth2/token: grant_type is required, parameters appear at most once."""
-    for name in ("grant_type", "username", "password", "refresh_token", "scope"):
-        if len(form.getlist(name)) > 1:
-            raise errors.InvalidRequest(f"form field `{name}` is given more than once")
+    _once(form, "grant_type", "username", "password", "refresh_token", "scope")
     grant = _field(form, "grant_type", max_length=64)
     scope = clients.parse_scope(_optional(form, "scope"))
     if grant == "password":
@@ -207,7 +206,7 @@ def parse_oauth_token_form(form: FormData) -> PasswordGrant | RefreshGrant | Cli
         return RefreshGrant(refresh_token=_field(form, "refresh_token"), scope=scope)
     if grant == "client_credentials":
         resources = [value for value in form.getlist("resource") if isinstance(value, str) and value]
-        if any(len(value) > 512 or "#" in value for value in resources):
+        if any(len(value) > RESOURCE_MAX_LENGTH or "#" in value or "\x00" in value for value in resources):
             raise errors.InvalidTarget("resource must be an absolute URI without a fragment (RFC 8707)")
         return ClientCredentialsGrant(scope=scope, resources=tuple(resources))
     raise errors.UnsupportedGrantType("grant_type must be password, refresh_token or client_credentials")
@@ -229,6 +228,20 @@ def _optional(form: FormData, name: str, *, max_length: int = 2048) -> str | Non
 def parse_token_param(form: FormData) -> str:
     """RFC 7009 / RFC 7662 bodies: the token is in the `token` field."""
     return _field(form, "token")
+
+
+def parse_oauth_token_param(form: FormData) -> str:
+    """The same on /oauth2/revoke and /oauth2/introspect, where parameters appear at most once (RFC 6749
+    §3.1). `token_type_hint` is ignored whatever it says (RFC 7009 §2.1 and RFC 7662 §2.1 allow that): the
+    token's form tells a JWT access token from an opaque refresh token."""
+    _once(form, "token", "token_type_hint")
+    return _field(form, "token")
+
+
+def _once(form: FormData, *names: str) -> None:
+    for name in names:
+        if len(form.getlist(name)) > 1:
+            raise errors.InvalidRequest(f"form field `{name}` is given more than once")
 
 
 def shape_user(user: User) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import errors
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+FORM_MAX_FIELDS = 32  # a repeated field counts each time; more is 4xx invalid_request
 OAUTH_PREFIX = "/oauth2/"  # the standard endpoints: RFC 6749 §5.2 status codes and error codes
 # RFC 6749 §5.2: error_description is limited to these characters
 _DESCRIPTION_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5B\x5D-\x7E]')
@@ -191,7 +192,7 @@ async def form_body(request: Request) -> FormData:
     if media_type(request) not in FORM_TYPES:
         raise errors.UnsupportedMediaType("expected Content-Type: application/x-www-form-urlencoded")
     try:
-        return await request.form(max_files=0, max_fields=32, max_part_size=16384)
+        return await request.form(max_files=0, max_fields=FORM_MAX_FIELDS, max_part_size=16384)
     except HTTPException as exc:  # malformed multipart
         raise errors.InvalidRequest(f"malformed form body: {exc.detail}") from None
     except UnicodeDecodeError:

@@ -117,7 +117,7 @@ async def revoke(request: Request) -> Response:
     await res.limiter.hit("ip", web.client_ip(request, res.settings.trusted_proxies) or "-")
     form = await web.form_body(request)
     client = await _caller(res, request, form)
-    token = schemas.parse_token_param(form)
+    token = schemas.parse_oauth_token_param(form)
 
     def check(owner: str | None) -> None:
         if owner == (client.id if client else None):
@@ -138,7 +138,7 @@ async def introspect(request: Request) -> JSONResponse:
     caller = await _caller(res, request, form, budget=None)  # at request rate: the per-IP budget applies
     if not clients.may_introspect(caller):
         raise errors.InvalidClient("introspection needs a confidential client's credentials")
-    token = schemas.parse_token_param(form)
+    token = schemas.parse_oauth_token_param(form)
     return JSONResponse(await auth.describe(res, token, utcnow(), access_type="Bearer"))
 
 

@@ -1,16 +1,30 @@
 """schemathesis hooks for tests/service/test_fuzz.py (``SCHEMATHESIS_HOOKS=tests.service.fuzz_hooks``).
 
 Where the service is stricter than JSON Schema can say, a schema-valid case may be refused, and the
-positive-data check would call that a failure. Two such gaps exist, both stated in the schema's
-descriptions; positive cases that fall into them are dropped, nothing else:
+positive-data checks would call that a failure. Four such gaps exist, all stated in the schema's
+descriptions:
 
 * a password of at most 72 characters (``maxLength``) but more than 72 bytes of UTF-8: bcrypt's limit is
   in bytes, refused rather than truncated, and JSON Schema counts characters;
 * an email address in one of RFC 6761's special-use domains (.test, .local, ...), which ``format: email``
   allows, email_validator refuses, and schemathesis' generator draws from (its top-level domains
-  include ``test``).
+  include ``test``);
+* on /oauth2/*, a ``client_secret`` in the form of a request that also carries Basic credentials: one
+  client authentication method per request (RFC 6749 §2.3), refused with invalid_request, and a body's
+  schema cannot see the Authorization header;
+* a form of more than ``web.FORM_MAX_FIELDS`` fields: a repeated field (an array) counts once per value,
+  and no JSON Schema keyword adds up array lengths and properties (unknown parameters, which the forms
+  ignore, may repeat).
 
-Negative cases are never dropped: outside the schema the service is at least as strict.
+For a positive case in a gap, the refusal (ST202, or ``oauth_form_refused`` below) is dropped, nothing
+else: the case is still sent, and a 500 or a nonconforming answer still fails. ``filter_failure`` rather
+than ``filter_case`` because only it also runs in the stateful phase. Negative cases are never touched:
+outside the schema the service is at least as strict.
+
+RFC 6749 §5.2 answers a wrong password or an unknown refresh token on /oauth2/token with 400
+invalid_grant, so the schema names that operation as its oauth2 scheme's tokenUrl, and the positive-data
+check then lets a 400 pass there, as it must for credentials that do not exist. That would also let a
+malformed-request 400 pass; ``oauth_form_refused`` fails a schema-valid case refused as malformed.
 """
 
 from __future__ import annotations
@@ -20,10 +34,20 @@ from typing import Any
 import schemathesis
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 
-from service import passwords
+from service import passwords, web
+
+MALFORMED = {"invalid_request", "unsupported_grant_type"}  # what /oauth2/* answers a request its schema refuses
+REFUSALS = {"ST202"}  # schema-valid request rejected; and oauth_form_refused, a custom check (ST901)
 
 
-def _in_a_gap(body: dict[str, Any]) -> bool:
+def _positive(case: Any) -> bool:
+    return case.meta is None or case.meta.generation.mode.name == "POSITIVE"
+
+
+def _in_a_gap(case: Any) -> bool:
+    body = case.body
+    if not isinstance(body, dict):
+        return False
     for field in ("password", "new_password", "current_password"):
         password = body.get(field)
         if isinstance(password, str) and len(password.encode("utf-8", "surrogatepass")) > passwords.MAX_BYTES:
@@ -31,11 +55,32 @@ def _in_a_gap(body: dict[str, Any]) -> bool:
     email = body.get("email")
     if isinstance(email, str):
         domain = email.rpartition("@")[2].lower().rstrip(".")
-        return any(domain == name or domain.endswith("." + name) for name in SPECIAL_USE_DOMAIN_NAMES)
-    return False
+        if any(domain == name or domain.endswith("." + name) for name in SPECIAL_USE_DOMAIN_NAMES):
+            return True
+    if case.media_type not in web.FORM_TYPES:
+        return False
+    basic = str((case.headers or {}).get("Authorization", "")).lower().startswith("basic ")
+    if case.path.startswith("/oauth2/") and basic and body.get("client_secret"):
+        return True
+    fields = sum(len(value) if isinstance(value, list) else 1 for value in body.values())
+    return fields > web.FORM_MAX_FIELDS
 
 
 @schemathesis.hook
-def filter_case(context: Any, case: Any) -> bool:
-    positive = case.meta is None or case.meta.generation.mode.name == "POSITIVE"
-    return not (positive and isinstance(case.body, dict) and _in_a_gap(case.body))
+def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    refusal = failure.code in REFUSALS or "oauth_form_refused" in failure.title
+    return not (refusal and _positive(case) and _in_a_gap(case))
+
+
+@schemathesis.check
+def oauth_form_refused(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A schema-valid request to /oauth2/* must not be refused as malformed (400 invalid_request)."""
+    if not (_positive(case) and case.path.startswith("/oauth2/") and response.status_code == 400):
+        return None
+    try:
+        error = response.json().get("error")
+    except ValueError:
+        return None
+    if error in MALFORMED:
+        raise AssertionError(f"schema-valid request refused as malformed: {response.text}")
+    return None

@@ -75,7 +75,11 @@ def parser() -> argparse.ArgumentParser:
     rotate.add_argument("--keep-previous", type=int, default=86400, metavar="SECONDS",
                         help="how long the current secret stays valid beside the new one (default 86400)")
 
-    commands.add_parser("check-config", help="validate the AUTH_* settings and exit")
+    check_config = commands.add_parser(
+        "check-config", help="report every problem with the AUTH_* settings and the keys, one line each, and exit"
+    )
+    check_config.add_argument("--connect", action="store_true",
+                              help="also reach the database, check its schema revision, and ping Redis")
 
     # `authsvc CMD --debug` as well as `authsvc --debug CMD`; SUPPRESS: a command's default must not undo the latter
     for command in [*commands.choices.values(), generate]:
@@ -90,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings: Settings | None = None
     try:
+        if args.command == "check-config":  # before the settings: it reports every problem, not the first
+            return check_config(args.connect)
         settings = Settings.from_environ(os.environ)
         logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
         return run(args, settings)
@@ -144,10 +150,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
                 migrations.upgrade(settings)
             return asyncio.run(manage_clients(settings, args))
-        case "check-config":
-            print("configuration ok")
-            return 0
     return 2  # unreachable: argparse requires a command
+
+
+def check_config(connect: bool) -> int:
+    from service import checkconfig
+
+    report = asyncio.run(checkconfig.check(os.environ, connect))
+    for line in report.passed:
+        print(line)
+    for line in [*report.settings, *report.connections]:
+        print(f"authsvc: {line}", file=sys.stderr)
+    return report.status
 
 
 def serve(host: str, port: int, workers: int, log_level: str = "INFO", settings: Settings | None = None) -> int:

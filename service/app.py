@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -17,7 +18,21 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import database, errors, keys, metrics, migrations, routes, startup, store, telemetry, web
+from service import (
+    audit,
+    database,
+    errors,
+    keys,
+    mail,
+    metrics,
+    migrations,
+    policy,
+    routes,
+    startup,
+    store,
+    telemetry,
+    web,
+)
 from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher
@@ -46,11 +61,22 @@ def create_app(settings: Settings) -> Starlette:
         )
         shared = store.create(settings.redis_url, settings.redis_timeout)
         cache = Cache(shared, settings.user_cache_ttl, settings.access_token_ttl)
+        templates = mail.Templates(settings.mail_templates_dir)
+        breach = policy.BreachCheck(settings)
+        # the sender's own small pool (pool="mail" in the metrics): it never takes a connection a request is
+        # waiting for, and a batch's marks never wait for one past the pool timeout
+        mail_engine = database.create_engine(
+            dataclasses.replace(settings, db_pool_size=2, db_max_overflow=mail.BATCH), settings.database_url,
+            label="mail",
+        )
+        sender = mail.Sender(settings, database.sessionmaker(mail_engine), mail.transport(settings), templates)
         following: asyncio.Task[None] | None = None
+        sessions = database.sessionmaker(engine)
+        audit_log = audit.Log(sessions, audit.root_key(settings, keyring.current))
         try:
             await migrations.check(settings, engine)
             await hasher.start()
-            sessions = database.sessionmaker(engine)
+            await audit_log.start()
             res = Resources(
                 settings=settings,
                 engine=engine,
@@ -61,11 +87,17 @@ def create_app(settings: Settings) -> Starlette:
                 store=shared,
                 limiter=Limiter(settings, shared),
                 cache=cache,
+                sender=sender,
+                templates=templates,
+                breach=breach,
+                audit=audit_log,
             )
             # each worker process follows the keys folder on its own (a Secret the kubelet updates)
             following = asyncio.get_running_loop().create_task(
                 keys.follow(keyring, settings.keys_reload_interval, res.use_keys)
             )
+            # every replica sends: SKIP LOCKED leases keep them off each other's rows (docs/accounts.md)
+            sender.start()
             yield {"resources": res}
         except migrations.SchemaOutOfDate as exc:
             log.error("%s", exc)
@@ -75,6 +107,10 @@ def create_app(settings: Settings) -> Starlette:
                 following.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await following
+            await sender.stop()  # a round cut short leaves its rows leased; another sender takes them later
+            await mail_engine.dispose()
+            await breach.close()
+            await audit_log.close()  # events of requests that finished are written before the engine goes
             await cache.close()  # a last try at revocations still waiting for Redis
             if isinstance(shared, store.RedisStore):
                 await shared.close()

@@ -45,7 +45,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL")
 
 
-def create_engine(settings: Settings, url: str, *, pool: bool = True) -> AsyncEngine:
+def create_engine(settings: Settings, url: str, *, pool: bool = True, label: str | None = None) -> AsyncEngine:
     parsed = make_url(url)
     options: dict[str, Any] = {"hide_parameters": True}  # parameters hold hashes and token digests
     if parsed.get_backend_name() == "sqlite":
@@ -70,7 +70,7 @@ def create_engine(settings: Settings, url: str, *, pool: bool = True) -> AsyncEn
             # connection error invalidates the whole pool (_mark_disconnect)
             pool_pre_ping=False,
             # the default async queue pool, timing checkouts for the auth_db_pool_* metrics
-            poolclass=metrics.pool_class("replica" if url == settings.database_read_url else "primary"),
+            poolclass=metrics.pool_class(label or ("replica" if url == settings.database_read_url else "primary")),
         )
     elif not pool:
         options["poolclass"] = NullPool

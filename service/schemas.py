@@ -15,7 +15,7 @@ from email_validator import EmailNotValidError, validate_email
 from starlette.datastructures import FormData
 
 from service import clients, errors, passwords
-from service.db.models import User
+from service.db.models import Session, User
 
 # PostgreSQL text cannot hold NUL (a NUL in a login name was a 500); msgspec already refuses lone
 # surrogates in JSON, and form values are checked for both by _field
@@ -55,6 +55,31 @@ class Register(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
     email: Email
     password: Password
+
+
+NOT_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+CurrentPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=NOT_NUL)]
+LinkToken = Annotated[
+    str, msgspec.Meta(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_-]+$", description="the token from the link")
+]
+
+
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: CurrentPassword
+    new_password: Password
+
+
+class PasswordResetRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+
+
+class PasswordResetConfirm(msgspec.Struct, forbid_unknown_fields=True):
+    token: LinkToken
+    new_password: Password
+
+
+class VerifyEmail(msgspec.Struct, forbid_unknown_fields=True):
+    token: LinkToken
 
 
 class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -98,6 +123,41 @@ def parse_register(body: bytes) -> Register:
     except EmailNotValidError as exc:
         raise errors.InvalidRequest(f"email: {exc}") from None
     return Register(username=data.username, email=email, password=data.password)
+
+
+def _email(raw: str) -> str:
+    try:
+        return validate_email(raw, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise errors.InvalidRequest(f"email: {exc}") from None
+
+
+def _new_password(password: str) -> None:
+    if "\x00" in password:  # as every other text field: a NUL is refused, not hashed
+        raise errors.InvalidRequest("new_password holds a NUL character")
+    passwords.encode(password)  # > 72 bytes: PasswordTooLong
+
+
+def parse_password_change(body: bytes) -> PasswordChange:
+    data: PasswordChange = _decode(body, PasswordChange)
+    _new_password(data.new_password)
+    return data
+
+
+def parse_password_reset(body: bytes) -> PasswordResetRequest:
+    data: PasswordResetRequest = _decode(body, PasswordResetRequest)
+    return PasswordResetRequest(email=_email(data.email))
+
+
+def parse_password_reset_confirm(body: bytes) -> PasswordResetConfirm:
+    data: PasswordResetConfirm = _decode(body, PasswordResetConfirm)
+    _new_password(data.new_password)
+    return data
+
+
+def parse_verify_email(body: bytes) -> VerifyEmail:
+    data: VerifyEmail = _decode(body, VerifyEmail)
+    return data
 
 
 def parse_refresh(body: bytes) -> RefreshRequest:
@@ -177,7 +237,20 @@ def shape_user(user: User) -> dict[str, Any]:
         "username": user.username,
         "email": user.email,
         "is_active": user.is_active,
+        "email_verified": user.email_verified_at is not None,
         "created_at": _iso(user.created_at),
+    }
+
+
+def shape_session(session: Session, *, current: bool) -> dict[str, Any]:
+    return {
+        "id": str(session.id),
+        "created_at": _iso(session.created_at),
+        "last_used_at": _iso(session.last_used_at),
+        "expires_at": _iso(session.expires_at),
+        "user_agent": session.user_agent,
+        "client_ip": session.client_ip,
+        "current": current,
     }
 
 

@@ -153,9 +153,9 @@ class LastResort:
 
 
 class NoStore:
-    """RFC 6749 §5.1: responses carrying tokens or credentials must not be cached."""
+    """RFC 6749 §5.1: responses carrying tokens or credentials (or, on /admin/, personal data) must not be cached."""
 
-    def __init__(self, app: ASGIApp, prefix: tuple[str, ...] = ("/api/", OAUTH_PREFIX)) -> None:
+    def __init__(self, app: ASGIApp, prefix: tuple[str, ...] = ("/api/", OAUTH_PREFIX, "/admin/")) -> None:
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -24,9 +24,11 @@ from service import passwords
 
 
 def _in_a_gap(body: dict[str, Any]) -> bool:
-    password, email = body.get("password"), body.get("email")
-    if isinstance(password, str) and len(password.encode("utf-8", "surrogatepass")) > passwords.MAX_BYTES:
-        return True
+    for field in ("password", "new_password", "current_password"):
+        password = body.get(field)
+        if isinstance(password, str) and len(password.encode("utf-8", "surrogatepass")) > passwords.MAX_BYTES:
+            return True
+    email = body.get("email")
     if isinstance(email, str):
         domain = email.rpartition("@")[2].lower().rstrip(".")
         return any(domain == name or domain.endswith("." + name) for name in SPECIAL_USE_DOMAIN_NAMES)

@@ -23,7 +23,7 @@ from service.db import users
 from tests.service.conftest import Running
 
 pytestmark = pytest.mark.anyio
-TABLES = {"users", "sessions", "refresh_tokens", "clients"}
+TABLES = {"users", "sessions", "refresh_tokens", "clients", "account_tokens", "mails", "audit_events"}
 
 
 @pytest.fixture

@@ -82,6 +82,15 @@ def test_a_rule_across_settings_is_not_judged_against_a_refused_values_default()
     assert caught.value.problems == ["AUTH_LOGIN_BACKOFF_BASE: expected a number from 0 to 60"]
 
 
+def test_a_rule_across_settings_is_reported_beside_a_bad_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ({"AUTH_BCRYPT_COST": "3", "AUTH_SMTP_PASSWORD_FILE": "/run/secrets/smtp"})
+    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+        "AUTH_BCRYPT_COST",
+        "AUTH_SMTP_PASSWORD_FILE needs AUTH_SMTP_USERNAME",
+    ]
+
+
 def test_an_unknown_variable_gets_the_closest_known_name() -> None:
     assert config.unknown(
         {

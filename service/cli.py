@@ -104,7 +104,11 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--client-id", default=None, help="only events of this client")
     tail.add_argument("--type", default=None, help="only events of this type")
 
-    commands.add_parser("check-config", help="validate the AUTH_* settings and exit")
+    check_config = commands.add_parser(
+        "check-config", help="report every problem with the AUTH_* settings and the keys, one line each, and exit"
+    )
+    check_config.add_argument("--connect", action="store_true",
+                              help="also reach the database, check its schema revision, and ping Redis")
 
     # `authsvc CMD --debug` as well as `authsvc --debug CMD`; SUPPRESS: a command's default must not undo the latter
     for command in [*commands.choices.values(), generate]:
@@ -119,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings: Settings | None = None
     try:
+        if args.command == "check-config":  # before the settings: it reports every problem, not the first
+            return check_config(args.connect)
         settings = Settings.from_environ(os.environ)
         logs.setup(settings.log_level)  # JSON lines on stderr, with trace and request ids
         return run(args, settings)
@@ -181,10 +187,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.command == "users":
                 return asyncio.run(manage_users(settings, args))
             return asyncio.run(audit_tail(settings, args))
-        case "check-config":
-            print("configuration ok")
-            return 0
     return 2  # unreachable: argparse requires a command
+
+
+def check_config(connect: bool) -> int:
+    from service import checkconfig
+
+    report = asyncio.run(checkconfig.check(os.environ, connect))
+    for line in report.passed:
+        print(line)
+    for line in [*report.settings, *report.connections]:
+        print(f"authsvc: {line}", file=sys.stderr)
+    return report.status
 
 
 def serve(host: str, port: int, workers: int, log_level: str = "INFO", settings: Settings | None = None) -> int:

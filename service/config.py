@@ -2,16 +2,21 @@
 
 Every variable is listed with its default in ``docs/configuration.md``; a test keeps the two in step.
 A bad value raises ``ConfigError`` naming the variable and what it accepts, so a pod with a bad
-ConfigMap fails at start with a readable message instead of misbehaving later.
+ConfigMap fails at start with a readable message instead of misbehaving later. Every bad value is
+reported, not only the first (``ConfigError.problems``), so one start or one ``authsvc check-config``
+shows them all; ``unknown`` finds ``AUTH_*`` variables that no setting reads (a typo'd name is
+otherwise silently ignored).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import ipaddress
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,7 +35,19 @@ RATE = re.compile(r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$", r
 
 
 class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
+    """Settings are missing or malformed: one message per problem, each naming its variable.
+
+    From ``Settings.from_environ``, ``partial`` holds the settings with each refused value's default standing
+    in and ``refused`` the variables refused, so that ``authsvc check-config`` can go on checking the rest.
+    """
+
+    def __init__(self, *problems: str, partial: Settings | None = None, refused: frozenset[str] = frozenset()) -> None:
+        super().__init__(*problems)
+        self.problems = list(problems)
+        self.partial, self.refused = partial, refused
+
+    def __str__(self) -> str:
+        return "; ".join(self.problems)  # one line, for a pod's log and the operator's status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +170,7 @@ class Settings:
             hash_workers=hash_workers,
             hash_queue_size=env.get("HASH_QUEUE_SIZE", _int(0, 100000), 64),
             hash_max_wait=env.get("HASH_MAX_WAIT", _float(0, 600), 1.0),
-            processes=_Reader(environ, prefix="").get("WEB_CONCURRENCY", _int(1, 1024), 1),
+            processes=env.get("WEB_CONCURRENCY", _int(1, 1024), 1, prefix=""),
             keys_dir=Path(env.get("KEYS_DIR", str, str(data_dir / "keys"))).expanduser(),
             signing_key_id=env.get("SIGNING_KEY_ID", str, "") or None,
             keys_reload_interval=env.get("KEYS_RELOAD_INTERVAL", _float(0.1, 3600), 10.0),
@@ -217,38 +234,129 @@ class Settings:
             request_body_timeout=env.get("REQUEST_BODY_TIMEOUT", _float(0.1, 600), 10.0),
             log_level=env.get("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
         )
-        if settings.login_backoff_cap < settings.login_backoff_base:
-            raise ConfigError(
-                f"{PREFIX}LOGIN_BACKOFF_CAP ({settings.login_backoff_cap}) must be at least "
-                f"{PREFIX}LOGIN_BACKOFF_BASE ({settings.login_backoff_base})"
-            )
-        if settings.smtp_url and settings.smtp_url.startswith("smtps://") and settings.smtp_starttls:
-            raise ConfigError(f"{PREFIX}SMTP_STARTTLS applies to smtp:// only (smtps:// is TLS from the start)")
-        if settings.smtp_password_file and not settings.smtp_username:
-            raise ConfigError(f"{PREFIX}SMTP_PASSWORD_FILE needs {PREFIX}SMTP_USERNAME")
-        if not settings.default_scopes <= settings.user_scopes:
-            raise ConfigError(f"{PREFIX}DEFAULT_SCOPES must be a subset of {PREFIX}USER_SCOPES")
-        if settings.bootstrap_client_id == settings.introspection_client_id and settings.bootstrap_client_secret:
-            raise ConfigError(f"{PREFIX}BOOTSTRAP_CLIENT_ID must differ from {PREFIX}INTROSPECTION_CLIENT_ID")
-        if settings.embedded and settings.database_read_url:
-            raise ConfigError(f"{PREFIX}DATABASE_READ_URL needs {PREFIX}DATABASE_URL to be PostgreSQL")
-        return settings
+        env.require(
+            settings.login_backoff_cap >= settings.login_backoff_base,
+            f"{PREFIX}LOGIN_BACKOFF_CAP ({settings.login_backoff_cap}) must be at least "
+            f"{PREFIX}LOGIN_BACKOFF_BASE ({settings.login_backoff_base})",
+            "LOGIN_BACKOFF_CAP",
+            "LOGIN_BACKOFF_BASE",
+        )
+        env.require(
+            not (settings.smtp_url and settings.smtp_url.startswith("smtps://") and settings.smtp_starttls),
+            f"{PREFIX}SMTP_STARTTLS applies to smtp:// only (smtps:// is TLS from the start)",
+            "SMTP_URL",
+            "SMTP_STARTTLS",
+        )
+        env.require(
+            not (settings.smtp_password_file and not settings.smtp_username),
+            f"{PREFIX}SMTP_PASSWORD_FILE needs {PREFIX}SMTP_USERNAME",
+            "SMTP_PASSWORD_FILE",
+            "SMTP_USERNAME",
+        )
+        env.require(
+            settings.default_scopes <= settings.user_scopes,
+            f"{PREFIX}DEFAULT_SCOPES must be a subset of {PREFIX}USER_SCOPES",
+            "DEFAULT_SCOPES",
+            "USER_SCOPES",
+        )
+        env.require(
+            not (settings.bootstrap_client_id == settings.introspection_client_id and settings.bootstrap_client_secret),
+            f"{PREFIX}BOOTSTRAP_CLIENT_ID must differ from {PREFIX}INTROSPECTION_CLIENT_ID",
+            "BOOTSTRAP_CLIENT_ID",
+            "INTROSPECTION_CLIENT_ID",
+        )
+        env.require(
+            not (settings.embedded and settings.database_read_url),
+            f"{PREFIX}DATABASE_READ_URL needs {PREFIX}DATABASE_URL to be PostgreSQL",
+            "DATABASE_READ_URL",
+            "DATABASE_URL",
+        )
+        return env.done(settings)
 
 
 class _Reader:
+    """Reads one variable at a time. A refused value is recorded and its default stands in, so that
+    ``from_environ`` goes on to the end and ``done`` reports every problem at once."""
+
     def __init__(self, environ: Mapping[str, str], prefix: str = PREFIX) -> None:
         self._environ = environ
         self._prefix = prefix
+        self.problems: list[str] = []
+        self.refused: set[str] = set()
 
-    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
-        raw = self._environ.get(self._prefix + name)
+    def get(self, name: str, parse: Callable[[str], T], default: T, prefix: str | None = None) -> T:
+        variable = (self._prefix if prefix is None else prefix) + name
+        raw = self._environ.get(variable)
         if raw is None or raw.strip() == "":
             return default
         try:
             return parse(raw.strip())
         except (ValueError, TypeError) as exc:
             # The value itself is left out: it may be a secret.
-            raise ConfigError(f"{self._prefix}{name}: {exc}") from None
+            self.problems.append(f"{variable}: {exc}")
+            self.refused.add(variable)
+            return default
+
+    def require(self, ok: bool, problem: str, *names: str) -> None:
+        """A rule across settings; not judged when one of them was refused (its default is not what was meant)."""
+        if not ok and not self.refused & {self._prefix + name for name in names}:
+            self.problems.append(problem)
+
+    def done(self, settings: Settings) -> Settings:
+        if self.problems:
+            raise ConfigError(*self.problems, partial=settings, refused=frozenset(self.refused))
+        return settings
+
+
+# Kubernetes gives every pod X_SERVICE_HOST, X_SERVICE_PORT[_NAME], X_PORT and X_PORT_<n>_<PROTO>[_…] for each
+# Service X of its namespace: a Service named auth-… makes AUTH_… variables that are not settings.
+SERVICE_LINK = re.compile(r"(.+?)_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?)")
+
+
+def unknown(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``AUTH_*`` variable that no setting reads, with the closest known name when one is close."""
+    known = {name.removeprefix(PREFIX) for name in asked(environ) | asked({}) if name.startswith(PREFIX)}
+    lines = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith(PREFIX) or variable.removeprefix(PREFIX) in known:
+            continue
+        link = SERVICE_LINK.fullmatch(variable)
+        if link is not None and f"{link[1]}_SERVICE_HOST" in environ:
+            continue
+        # matched without the prefix that every name shares, which would make any two names look alike
+        close = difflib.get_close_matches(variable[len(PREFIX) :].upper(), known, n=1)
+        lines.append(
+            f"{variable} is not a setting: "
+            + (f"did you mean {PREFIX}{close[0]}?" if close else "docs/configuration.md lists them")
+        )
+    return lines
+
+
+def asked(environ: Mapping[str, str]) -> set[str]:
+    """The variables ``Settings.from_environ`` looks up in ``environ`` (some are read only when others are set:
+    ``unknown`` asks both the real environment and an empty one)."""
+    seen = _Asked(environ)
+    with contextlib.suppress(ConfigError):
+        Settings.from_environ(seen)
+    return seen.names
+
+
+class _Asked(Mapping[str, str]):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        return self._environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
 
 
 def _int(low: int, high: int) -> Callable[[str], int]:

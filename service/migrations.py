@@ -88,7 +88,12 @@ def refuse_unknown(settings: Settings, found: str | None) -> None:
 
 
 async def check(settings: Settings, engine: AsyncEngine) -> None:
-    expected, found = head(settings), await current(engine)
+    compare(settings, await current(engine))
+
+
+def compare(settings: Settings, found: str | None) -> None:
+    """``SchemaOutOfDate`` unless ``found`` is this release's head: saying what to do when behind or ahead."""
+    expected = head(settings)
     refuse_unknown(settings, found)
     if found != expected:
         raise SchemaOutOfDate(

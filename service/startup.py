@@ -234,18 +234,25 @@ async def check_redis(settings: Settings) -> str:
     """Redis down degrades the service rather than stopping it (docs/rate-limits.md): a warning, not a failure."""
     if settings.redis_url is None:
         return "no Redis (rate limits and cache in-process)"
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout
-    )
+    problem = await redis_problem(settings, settings.redis_url)
+    if problem is not None:
+        log.warning(
+            "cannot reach %s (AUTH_REDIS_URL): %s; starting without it: in-process rate limits, no cache, "
+            "revocations checked in the database, until it answers", redis_where(settings.redis_url), problem,
+        )
+        return f"{redis_where(settings.redis_url)} (unreachable)"
+    return redis_where(settings.redis_url)
+
+
+async def redis_problem(settings: Settings, url: str) -> str | None:
+    """Why Redis does not answer a PING within a few of its timeouts, or None when it does."""
+    client = aioredis.Redis.from_url(url, socket_timeout=settings.redis_timeout,
+                                     socket_connect_timeout=settings.redis_timeout)
     try:
         async with asyncio.timeout(max(1.0, settings.redis_timeout * 4)):
             await client.ping()
     except (RedisError, OSError, TimeoutError) as exc:
-        log.warning(
-            "cannot reach %s (AUTH_REDIS_URL): %s; starting without it: in-process rate limits, no cache, "
-            "revocations checked in the database, until it answers", redis_where(settings.redis_url), reason(exc),
-        )
-        return f"{redis_where(settings.redis_url)} (unreachable)"
+        return reason(exc)
     finally:
         await client.aclose()
-    return redis_where(settings.redis_url)
+    return None

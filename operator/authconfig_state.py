@@ -13,6 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+class Conflict(Exception):
+    """A child's name is taken by an object this AuthConfig does not control."""
+
+
 def drift(live: Mapping[str, Any], desired: Mapping[str, Any], *, exact: Sequence[str] = ()) -> dict[str, Any]:
     """The merge patch that brings ``live`` to ``desired``; empty when nothing drifted.
 
@@ -46,6 +50,15 @@ def contains(have: Any, want: Any) -> bool:
     return bool(have == want)
 
 
+def pruned(value: Any) -> Any:
+    """``value`` as the API server stores it after a merge patch: a null removes a field, so drop them."""
+    if isinstance(value, Mapping):
+        return {k: pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [pruned(v) for v in value]
+    return value
+
+
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences", [])
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
@@ -61,6 +74,15 @@ class Outcome:
     warnings: tuple[str, ...] = ()
     failure: str | None = None  # reason: InvalidSpec, TargetNotFound, Conflict, ApiError, Forbidden
     message: str = ""
+    rotating: bool = False  # spec.signingKeys is set
+    signing_keys: Mapping[str, Any] | None = None  # status.signingKeys; None after a failed pass
+    consumed: tuple[str, ...] = ()  # AuthConfig annotations acted upon, to remove
+
+    def failed(self, failure: str, message: str, *, rotating: bool = False) -> Outcome:
+        """This outcome with a further failure; the first failure stays the reason, the messages add up."""
+        if self.failure is not None:
+            return dataclasses.replace(self, message=f"{self.message}; {message}", rotating=rotating)
+        return dataclasses.replace(self, failure=failure, message=message, rotating=rotating)
 
 
 def status(previous: Mapping[str, Any], outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
@@ -97,4 +119,11 @@ def status(previous: Mapping[str, Any], outcome: Outcome, now: dt.datetime) -> d
     result["pgbouncerChecksum"] = (
         outcome.pgbouncer_checksum if outcome.pgbouncer_checksum is not None else previous.get("pgbouncerChecksum")
     )
+    # Likewise the last known keys; without spec.signingKeys there are none to report (null removes it).
+    if not outcome.rotating:
+        result["signingKeys"] = None
+    else:
+        result["signingKeys"] = (
+            dict(outcome.signing_keys) if outcome.signing_keys is not None else previous.get("signingKeys")
+        )
     return result

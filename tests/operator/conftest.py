@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import sys
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
+from authsvc_operator import clock as operator_clock
 from devtools import stack as stack_module
 from tests.operator import emulator as emulator_module
 
@@ -147,6 +149,27 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
             yield cluster
         finally:
             await emulator.stop_watches()
+
+
+class FakeClock:
+    """Stands in for ``authsvc_operator.clock.now``: time moves only when the test moves it."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.current = start
+
+    def now(self) -> dt.datetime:
+        return self.current
+
+    def advance(self, delta: dt.timedelta) -> dt.datetime:
+        self.current += delta
+        return self.current
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    monkeypatch.setattr(operator_clock, "now", fake.now)  # the operator's thread reads it on every pass
+    return fake
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ them is lost. ``Emulator`` keeps one ordered log of changes stamped with a clust
 lists answer with that version, watches replay the log after the version asked for, and the snapshot
 and the subscription happen under one lock. It also stamps the other server-owned metadata (uid,
 creationTimestamp, generation bumped on spec changes), gives the status subresource its own semantics,
-answers a failed JSON-patch ``test`` with 422 as the API server does, skips no-op patches as the API
-server does, and can fail chosen requests on purpose (``fail``), before they change anything.
+answers a failed JSON-patch ``test`` with 422 and a merge patch for a stale ``resourceVersion`` with
+409 as the API server does, skips no-op patches as the API server does, and can fail chosen requests
+on purpose (``fail``), before they change anything.
 
 Every request wakes ``wait_for`` so tests wait on conditions, never on the clock.
 """
@@ -36,6 +37,7 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
         kind="AuthConfig", namespaced=True, verbs=VERBS, subresources={"status"}
     ),
     "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", namespaced=True, verbs=VERBS),
+    "v1/secrets": kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=VERBS),
     "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs=VERBS),
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=VERBS),
     "apps/v1/deployments": kmock.ResourceInfo(
@@ -156,6 +158,11 @@ class Emulator(kmock.KubernetesEmulator):
                 self._store(key, old, "DELETED")
             return
 
+        precondition = request.data.get("metadata", {}).get("resourceVersion") if isinstance(request.data, Mapping) \
+            else None
+        if precondition is not None and precondition != old["metadata"].get("resourceVersion"):
+            # a merge patch naming a resourceVersion applies only to that version, as on the API server
+            raise kmock.KubernetesError(status=409, reason="Conflict", message="the object has been modified")
         new = _patched(old, request)
         has_status = "status" in self.resources[request.resource].subresources
         if request.subresource == "status":

@@ -67,6 +67,8 @@ MATRIX: dict[str, dict[str, Any] | str] = {
         "grafanaDashboard": {"enabled": True, "folder": "Auth"},
     },
     "operator-cleanup": {"cleanup": {"mode": "operator"}},  # an AuthConfig owns <fullname>-cleanup
+    # an AuthConfig owns the cleanup CronJob and rotates the keys Secret too
+    "operator-signing-keys": {"cleanup": {"mode": "operator"}, "signingKeys": {"managedByOperator": True}},
     "single-replica-no-hpa": {"autoscaling": {"enabled": False}, "server": {"replicaCount": 1}},
     "existing-secrets": {
         "secrets": {"existingSecret": "auth-creds"},

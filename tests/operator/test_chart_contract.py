@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from authsvc_operator import authconfig
-from tests.chart.rendering import NAMESPACE, Rendered, render
+from authsvc_operator import authconfig, signing
+from tests.chart.rendering import NAMESPACE, Rendered, render, require
+
+helm = require("helm_python")
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,39 @@ def test_the_operator_watches_another_namespace_when_told_to() -> None:
 
 def test_the_operator_can_be_left_out() -> None:
     assert operator_docs(render({"operator": {"enabled": False}})) == []
+
+
+# ---- signing keys (AuthConfig spec.signingKeys)
+
+
+def test_with_managed_keys_the_operator_writes_the_secret_the_pods_mount_and_nothing_else() -> None:
+    rendered = render({"signingKeys": {"managedByOperator": True}})
+    names = authconfig.Names(rendered.fullname)
+    secret = signing.secret_name({"targetRef": {"name": names.target}})  # the AuthConfig's default
+    pod = rendered.one("Deployment", names.target)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    config = rendered.one("ConfigMap", f"{names.target}-config")["data"]
+    assert mount["mountPath"] == config["AUTH_KEYS_DIR"]
+    assert [s["metadata"]["name"] for s in rendered.kind("Secret")] == [f"{names.target}-credentials"]
+    assert rules(rendered, f"{names.target}-operator-reconcile")[-2:] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "patch"]},
+    ]
+
+
+def test_an_existing_secret_can_be_the_one_the_operator_rotates() -> None:
+    rendered = render({"signingKeys": {"managedByOperator": True, "existingSecret": "auth-keys"}})
+    assert rules(rendered, f"{rendered.fullname}-operator-reconcile")[-1]["resourceNames"] == ["auth-keys"]
+
+
+def test_without_managed_keys_the_operator_may_not_touch_any_secret(rendered: Rendered) -> None:
+    for doc in operator_docs(rendered):
+        for rule in doc.get("rules", []):
+            assert "secrets" not in rule["resources"]
+
+
+def test_managed_keys_without_the_operator_is_a_clear_error() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"signingKeys\.managedByOperator needs operator\.enabled"):
+        render({"signingKeys": {"managedByOperator": True}, "operator": {"enabled": False}})

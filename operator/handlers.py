@@ -223,6 +223,8 @@ def _warnings(
     pgbouncer: Mapping[str, Any] | None,
 ) -> list[str]:
     found = authconfig.wiring_warnings(target["spec"]["template"], names, env)
+    if spec.get("signingKeys") is not None:
+        found += signing.mount_warnings(spec, target["spec"]["template"])
     if pgbouncer is None:
         found.append(f"no Deployment {names.pgbouncer}: the PgBouncer settings are written but applied nowhere")
     replicas = int(target["spec"].get("replicas", 1))

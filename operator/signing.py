@@ -78,6 +78,18 @@ async def reconcile(
     return Result(rotation.describe(after, policy, name), rotation.changes(before, after), warnings, removed)
 
 
+def mount_warnings(spec: Mapping[str, Any], template: Mapping[str, Any]) -> list[str]:
+    """Ways the target's pod template would keep the rotated keys from its pods."""
+    name = secret_name(spec)
+    volumes = template.get("spec", {}).get("volumes") or []
+    if any((volume.get("secret") or {}).get("secretName") == name for volume in volumes):
+        return []
+    return [
+        f"Deployment {spec['targetRef']['name']} mounts no Secret {name}: its pods do not see the rotated keys "
+        "(set signingKeys.secretName to the Secret the chart mounts)"
+    ]
+
+
 def _material(data: Mapping[str, bytes]) -> tuple[dict[str, rotation.Material], list[str]]:
     """The keys the Secret holds, by kid; entries that do not load are left out, with a warning."""
     found: dict[str, rotation.Material] = {}

@@ -47,6 +47,7 @@ def service_deployment(name: str = TARGET, replicas: int = 3) -> dict[str, Any]:
                     "imagePullSecrets": [{"name": "regcred"}],
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                                         "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "volumes": [{"name": "signing-keys", "secret": {"secretName": f"{name}-signing-keys"}}],
                     "containers": [{
                         "name": "server",
                         "image": "ghcr.io/auth-platform/authsvc:0.1.0",
@@ -63,6 +64,7 @@ def service_deployment(name: str = TARGET, replicas: int = 3) -> dict[str, Any]:
                             {"name": "AUTH_DATABASE_URL",
                              "value": f"postgresql://auth:$(DATABASE_PASSWORD)@{name}-pgbouncer:6432/auth"},
                         ],
+                        "volumeMounts": [{"name": "signing-keys", "mountPath": "/etc/authsvc/keys", "readOnly": True}],
                     }],
                 },
             },

@@ -114,6 +114,7 @@ async def test_a_full_rotation_cycle_next_active_retired_removed_with_the_secret
         status = await until_status(cluster, lambda s: s.get("activeKid") == FIRST)
         assert status["nextRotation"] == "2026-01-31T00:00:00Z"
         assert phases(status) == {FIRST: "active"}
+        assert (await until_ready(cluster))["status"]["warnings"] == []  # the Deployment mounts this Secret
         one = keyset(data, tmp_path / "1")
         assert one.signing.kid == FIRST
 
@@ -314,3 +315,14 @@ async def test_without_signing_keys_the_status_says_nothing_of_them_and_the_secr
     clock.advance(800 * HOUR)  # no rotation any more
     await test_operator.until_passes(cluster, 2)
     assert cluster.read("v1/secrets", SECRET) == secret
+
+
+async def test_keys_written_to_a_secret_the_pods_do_not_mount_are_a_warning(
+    cluster: Cluster, clock: FakeClock, operator: object
+) -> None:
+    await cluster.create(AUTHCONFIGS_API, "authconfigs",
+                         authconfig_object({**SPEC, "signingKeys": {"secretName": "elsewhere"}}))
+    (warning,) = (await until_ready(cluster))["status"]["warnings"]
+    assert warning.startswith("Deployment auth mounts no Secret elsewhere: its pods do not see the rotated keys")
+    assert cluster.read("v1/secrets", "elsewhere") is not None  # written all the same
+    assert cluster.read("v1/secrets", SECRET) is None

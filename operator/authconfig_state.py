@@ -85,33 +85,41 @@ class Outcome:
         return dataclasses.replace(self, failure=failure, message=message, rotating=rotating)
 
 
-def status(previous: Mapping[str, Any], outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
-    """The whole status for an outcome; a condition keeps its lastTransitionTime while its status holds."""
-    ok = outcome.failure is None
-    reason = "Reconciled" if ok else str(outcome.failure)
-    message = outcome.message or ("settings applied; pods roll on a new checksum" if ok else "")
+def conditions(
+    previous: Mapping[str, Any], generation: int | None, failure: str | None, message: str, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Ready, Reconciled and Degraded for a pass; each keeps its lastTransitionTime while its status holds."""
+    ok = failure is None
+    reason = "Reconciled" if ok else str(failure)
     wanted = [
         ("Ready", ok, reason, message),
         ("Reconciled", ok, reason, message),
         ("Degraded", not ok, reason if not ok else "AsExpected", message if not ok else ""),
     ]
     before = {c.get("type"): c for c in previous.get("conditions", []) if isinstance(c, Mapping)}
-    conditions = []
+    found = []
     for kind, value, why, text in wanted:
         state = "True" if value else "False"
         old = before.get(kind, {})
         since = old.get("lastTransitionTime") if old.get("status") == state else None
-        conditions.append({
+        found.append({
             "type": kind,
             "status": state,
             "reason": why,
             "message": text,
             "lastTransitionTime": since or now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "observedGeneration": outcome.generation,
+            "observedGeneration": generation,
         })
+    return found
+
+
+def status(previous: Mapping[str, Any], outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
+    """The whole status for an outcome."""
+    ok = outcome.failure is None
+    message = outcome.message or ("settings applied; pods roll on a new checksum" if ok else "")
     result: dict[str, Any] = {
         "observedGeneration": outcome.generation,
-        "conditions": conditions,
+        "conditions": conditions(previous, outcome.generation, outcome.failure, message, now),
         "warnings": list(outcome.warnings),
     }
     # A failed pass leaves the last applied checksums in place: they still describe the running pods.

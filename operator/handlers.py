@@ -1,4 +1,5 @@
 """The AuthConfig operator: ``kopf run --standalone --namespace NS -m authsvc_operator.handlers``.
+(Importing this module registers the AuthClient handlers of ``client_handlers.py`` too.)
 
 One idempotent reconcile serves create, update and resume, and a timer re-runs it to put back what
 someone changed by hand. Every write is preceded by a read and skipped when nothing differs, so a
@@ -14,31 +15,34 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from authsvc_operator import authconfig, authconfig_state, clock, kubeapi, signing
+from authsvc_operator import (
+    authconfig,
+    authconfig_state,
+    client_handlers,  # noqa: F401 - importing it registers the AuthClient handlers
+    clock,
+    environment,
+    kubeapi,
+    signing,
+)
 
 AUTHCONFIGS = (authconfig.GROUP, authconfig.VERSION, authconfig.PLURAL)
 PERMANENT = frozenset({"InvalidSpec", "Rejected"})
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw.strip() else default
-    except ValueError:
-        raise SystemExit(f"{name}: expected a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise SystemExit(f"{name}: expected a positive number of seconds, got {raw!r}")
-    return value
+DRIFT_INTERVAL = environment.seconds("AUTHCONFIG_DRIFT_INTERVAL", 60)
+RETRY_DELAY = environment.seconds("AUTHCONFIG_RETRY_DELAY", 30)
+# kopf watches every namespace it serves for every kind; AuthConfigs count only in this one (the chart's),
+# AuthClients in all of them.
+HOME = environment.text("AUTHCONFIG_NAMESPACE")
 
 
-DRIFT_INTERVAL = _seconds("AUTHCONFIG_DRIFT_INTERVAL", 60)
-RETRY_DELAY = _seconds("AUTHCONFIG_RETRY_DELAY", 30)
+def _at_home(namespace: str | None, **_: Any) -> bool:
+    return HOME is None or namespace == HOME
 
 
 @kopf.on.startup()
@@ -57,9 +61,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.loggers = True  # the handlers' warnings and errors are the Events (off by default in kopf 1.45)
 
 
-@kopf.on.resume(*AUTHCONFIGS)
-@kopf.on.create(*AUTHCONFIGS)
-@kopf.on.update(*AUTHCONFIGS)
+@kopf.on.resume(*AUTHCONFIGS, when=_at_home)
+@kopf.on.create(*AUTHCONFIGS, when=_at_home)
+@kopf.on.update(*AUTHCONFIGS, when=_at_home)
 async def reconcile(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
@@ -71,7 +75,7 @@ async def reconcile(
         raise kopf.TemporaryError(outcome.message, delay=RETRY_DELAY)
 
 
-@kopf.timer(*AUTHCONFIGS, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
+@kopf.timer(*AUTHCONFIGS, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL, when=_at_home)
 async def recheck(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:

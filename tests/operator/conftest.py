@@ -192,9 +192,10 @@ async def running_operator(cluster: Cluster, liveness_port: int) -> AsyncIterato
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
     # `kopf run -m` imports the module, and importing it registers the handlers (into the registry kopf
-    # makes the default) and reads AUTHCONFIG_*. Python imports a module once per process: forget it, so
-    # that this run imports it afresh, as a new operator pod does.
-    sys.modules.pop("authsvc_operator.handlers", None)
+    # makes the default) and reads AUTHCONFIG_* and AUTHCLIENT_*. Python imports a module once per process:
+    # forget both handler modules, so that this run imports them afresh, as a new operator pod does.
+    for module in ("authsvc_operator.handlers", "authsvc_operator.client_handlers"):
+        sys.modules.pop(module, None)
     runner = KopfRunner(
         ["run", "--standalone", "--namespace", cluster.namespace,
          "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", "-m", "authsvc_operator.handlers"],

@@ -36,6 +36,9 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
     "auth.platform.dev/v1alpha1/authconfigs": kmock.ResourceInfo(
         kind="AuthConfig", namespaced=True, verbs=VERBS, subresources={"status"}
     ),
+    "auth.platform.dev/v1alpha1/authclients": kmock.ResourceInfo(
+        kind="AuthClient", namespaced=True, verbs=VERBS, subresources={"status"}
+    ),
     "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", namespaced=True, verbs=VERBS),
     "v1/secrets": kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=VERBS),
     "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs=VERBS),

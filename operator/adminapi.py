@@ -11,10 +11,12 @@ as the operator reaches it), ``AUTHCLIENT_ADMIN_CLIENT_ID`` and ``AUTHCLIENT_ADM
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -109,10 +111,12 @@ class Admin:
         cached = _tokens.get(self._endpoint)
         if cached is not None and not fresh and time.monotonic() < cached[1]:
             return cached[0]
-        auth = aiohttp.BasicAuth(self._endpoint.client_id, self._endpoint.client_secret)
+        # client_secret_basic: each part form-urlencoded first (RFC 6749 section 2.3.1)
+        endpoint = self._endpoint
+        pair = ":".join(urllib.parse.quote_plus(part) for part in (endpoint.client_id, endpoint.client_secret))
+        headers = {"Accept": "application/json", "Authorization": f"Basic {base64.b64encode(pair.encode()).decode()}"}
         status, answer = await self._send(
-            "POST", TOKEN, {"Accept": "application/json"}, data={"grant_type": "client_credentials", "scope": "admin"},
-            auth=auth,
+            "POST", TOKEN, headers, data={"grant_type": "client_credentials", "scope": "admin"}
         )
         if status >= 400 or not isinstance(answer.get("access_token"), str):
             raise AdminError(status if status >= 400 else 502, f"POST {TOKEN} as the admin client: {_problem(answer)}")

@@ -28,6 +28,12 @@ DRIFT_INTERVAL = environment.seconds("AUTHCONFIG_DRIFT_INTERVAL", 60)
 RETRY_DELAY = environment.seconds("AUTHCONFIG_RETRY_DELAY", 30)
 ENDPOINT = adminapi.Endpoint.from_environ(os.environ)
 PERMANENT = frozenset({"InvalidSpec", "Rejected"})
+# The namespaces the chart grants Secrets in (operator.clientNamespaces); unset: every one kopf serves.
+SERVED = frozenset(filter(None, (environment.text("AUTHCLIENT_NAMESPACES") or "").split(","))) or None
+
+
+def _served(namespace: str | None, **_: Any) -> bool:
+    return SERVED is None or namespace in SERVED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +47,9 @@ class Outcome:
     consumed: bool = False  # the rotation request is in the Secret: remove the annotation
 
 
-@kopf.on.resume(*AUTHCLIENTS)
-@kopf.on.create(*AUTHCLIENTS)
-@kopf.on.update(*AUTHCLIENTS)
+@kopf.on.resume(*AUTHCLIENTS, when=_served)
+@kopf.on.create(*AUTHCLIENTS, when=_served)
+@kopf.on.update(*AUTHCLIENTS, when=_served)
 async def reconcile(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
@@ -55,7 +61,7 @@ async def reconcile(
         raise kopf.TemporaryError(outcome.message, delay=RETRY_DELAY)
 
 
-@kopf.timer(*AUTHCLIENTS, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
+@kopf.timer(*AUTHCLIENTS, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL, when=_served)
 async def recheck(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
@@ -63,7 +69,7 @@ async def recheck(
     _record(patch, status, await _serialised(memo, body, status, logger), logger)
 
 
-@kopf.on.delete(*AUTHCLIENTS)
+@kopf.on.delete(*AUTHCLIENTS, when=_served)
 async def remove(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Disable the client, then delete the Secret (its owner reference would too, later)."""
     lock: asyncio.Lock = memo.setdefault("client_lock", asyncio.Lock())

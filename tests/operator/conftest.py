@@ -194,8 +194,12 @@ async def running_operator(cluster: Cluster, liveness_port: int) -> AsyncIterato
     # `kopf run -m` imports the module, and importing it registers the handlers (into the registry kopf
     # makes the default) and reads AUTHCONFIG_* and AUTHCLIENT_*. Python imports a module once per process:
     # forget both handler modules, so that this run imports them afresh, as a new operator pod does.
+    # (And from the package's attributes: `from authsvc_operator import client_handlers` takes one found there.)
     for module in ("authsvc_operator.handlers", "authsvc_operator.client_handlers"):
         sys.modules.pop(module, None)
+        package, _, name = module.rpartition(".")
+        if hasattr(sys.modules.get(package), name):
+            delattr(sys.modules[package], name)
     runner = KopfRunner(
         ["run", "--standalone", "--namespace", cluster.namespace,
          "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", "-m", "authsvc_operator.handlers"],

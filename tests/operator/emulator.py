@@ -7,10 +7,10 @@ events); and it takes a watch's snapshot and subscribes to changes at two moment
 them is lost. ``Emulator`` keeps one ordered log of changes stamped with a cluster-wide resourceVersion:
 lists answer with that version, watches replay the log after the version asked for, and the snapshot
 and the subscription happen under one lock. It also stamps the other server-owned metadata (uid,
-creationTimestamp, generation bumped on spec changes), gives the status subresource its own semantics,
-answers a failed JSON-patch ``test`` with 422 and a merge patch for a stale ``resourceVersion`` with
-409 as the API server does, skips no-op patches as the API server does, and can fail chosen requests
-on purpose (``fail``), before they change anything.
+creationTimestamp, generation bumped on spec changes, a name from ``generateName``), gives the status
+subresource its own semantics, answers a failed JSON-patch ``test`` with 422 and a merge patch for a
+stale ``resourceVersion`` with 409 as the API server does, skips no-op patches as the API server does,
+and can fail chosen requests on purpose (``fail``), before they change anything.
 
 Every request wakes ``wait_for`` so tests wait on conditions, never on the clock.
 """
@@ -132,6 +132,9 @@ class Emulator(kmock.KubernetesEmulator):
     def _write(self, request: kmock.Request) -> None:
         assert request.resource is not None
         if request.action == kmock.action.CREATE:
+            if "name" not in request.data.get("metadata", {}) and request.data["metadata"].get("generateName"):
+                # as the API server does for kopf's Events; the request shows the name given
+                request.data["metadata"]["name"] = request.data["metadata"]["generateName"] + uuid.uuid4().hex[:5]
             body = copy.deepcopy(request.data)
             meta = body.setdefault("metadata", {})
             namespace = request.namespace or meta.get("namespace")

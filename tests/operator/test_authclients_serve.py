@@ -27,7 +27,7 @@ from devtools import stack as stack_module
 from devtools.stack import Stack
 from service import keys, migrations
 from service.config import Settings
-from tests.operator import conftest
+from tests.operator import conftest, test_operator
 from tests.operator.conftest import Cluster
 from tests.service.conftest import environ, wipe
 from tests.service.test_observability_serve import serving
@@ -285,3 +285,36 @@ async def test_without_an_admin_client_the_operator_says_what_is_missing(
         await cluster.delete(API, "authclients", "orders-worker")  # nothing registered: nothing holds it
         await until(cluster, lambda: cluster.read(AUTHCLIENTS, "orders-worker") is None)
 
+
+
+async def test_authclients_outside_the_client_namespaces_are_left_alone(
+    cluster: Cluster, operator_env: None, monkeypatch: pytest.MonkeyPatch, free_port: int
+) -> None:
+    monkeypatch.setenv("AUTHCLIENT_NAMESPACES", "tenants,others")  # the chart's operator.clientNamespaces
+    async with conftest.running_operator(cluster, free_port):
+        await cluster.create(API, "authclients", authclient_object(SPEC))
+        await cluster.create(API, "authconfigs", test_operator.authconfig_object({"targetRef": {"name": "auth"}}))
+        await test_operator.until_ready(cluster)  # served meanwhile: the operator has been at work
+        await test_operator.until_passes(cluster, 2)
+    ignored = cluster.read(AUTHCLIENTS, "orders-worker")
+    assert ignored is not None
+    assert "status" not in ignored and not ignored["metadata"].get("finalizers")
+    assert cluster.emulator.requests_to("GET", "secrets", SECRET) == []
+
+
+async def test_authconfigs_outside_the_operators_namespace_are_left_alone(
+    cluster: Cluster, operator_env: None, monkeypatch: pytest.MonkeyPatch, free_port: int
+) -> None:
+    monkeypatch.setenv("AUTHCONFIG_NAMESPACE", "elsewhere")  # the chart's: its own namespace
+    for name in ("AUTHCLIENT_SERVICE_URL", "AUTHCLIENT_ADMIN_CLIENT_ID", "AUTHCLIENT_ADMIN_CLIENT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    async with conftest.running_operator(cluster, free_port):
+        await cluster.create(API, "authconfigs", test_operator.authconfig_object({"targetRef": {"name": "auth"}}))
+        await cluster.create(API, "authclients", authclient_object(SPEC))
+        await until(cluster, lambda: condition(cluster, "Degraded").get("reason") == "NotConfigured")
+        reads = len(list(cluster.emulator))
+        await until(cluster, lambda: len(list(cluster.emulator)) > reads + 4)  # the AuthClient's timer, again
+    ignored = cluster.read(test_operator.AUTHCONFIGS, "auth")
+    assert ignored is not None
+    assert "status" not in ignored and not ignored["metadata"].get("finalizers")
+    assert cluster.emulator.requests_to("GET", "deployments", "auth") == []

@@ -9,6 +9,7 @@ from typing import Any
 import celpy
 import jsonschema
 import pytest
+import yaml
 
 from authsvc_operator import authclient, authconfig
 from tests.operator import schema
@@ -184,3 +185,12 @@ def test_the_secret_holds_the_four_fields_the_app_reads() -> None:
     assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == credentials
     assert authclient.read(secret) == credentials
     assert authclient.secret("s", "o", credentials, None)["metadata"]["annotations"] == {}
+
+
+def test_the_docs_example_is_a_valid_authclient() -> None:
+    docs = (schema.ROOT / "docs" / "operator.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in docs.split("```yaml\n")[1:]]
+    (example,) = [doc for block in blocks for doc in yaml.safe_load_all(block) if doc and doc["kind"] == "AuthClient"]
+    jsonschema.Draft202012Validator(openapi()).validate(defaulted(example))
+    assert verdicts(example) == []
+    authclient.registration(defaulted(example)["spec"], "shop", "orders-worker")

@@ -13,6 +13,7 @@ with it. It is claimed with a label instead; a Secret claimed by another AuthCon
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime as dt
@@ -60,7 +61,7 @@ async def reconcile(
     synced = rotation.sync(before, found, active_kid, now)
     compromised = {kid.strip() for kid in annotations.get(COMPROMISED, "").split(",") if kid.strip()}
     after = rotation.step(synced, policy, now, force=annotations.get(FORCE) or None, compromised=compromised)
-    desired = _data(after, data)
+    desired = await asyncio.to_thread(_data, after, data)  # an RSA key takes a second to make: off the loop
     encoded = {entry: base64.b64encode(value).decode() for entry, value in desired.items()}
     labels = authconfig.labels(owner)
 

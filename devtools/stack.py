@@ -118,6 +118,10 @@ class Postgres:
     def stop(self) -> None:
         self._server.stop()
 
+    def kill(self) -> None:
+        """A crash: SIGKILL to the postmaster and its backends; `start()` recovers on the same port."""
+        self._server.kill()
+
 
 class PgBouncer:
     """Debian's PgBouncer (1.18) in transaction pooling mode in front of `postgres`, trusting loopback."""
@@ -182,6 +186,10 @@ class PgBouncer:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no goodbye to its clients; `start()` comes back on the same port."""
+        self._server.kill()
 
 
 class Redis:
@@ -347,6 +355,27 @@ class _Server:
         self._process = None
         _running.pop(id(self), None)  # only once stopped: an interrupted stop is retried at exit
 
+    def kill(self) -> None:
+        """SIGKILL to the server and its children, as a crash of its machine would; returns once all are gone.
+
+        PostgreSQL's backends lead process groups of their own, so the group is not enough: the postmaster is
+        stopped first (it can fork no more), its children listed, then all are killed.
+        """
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGSTOP)
+            children = _children(process.pid)
+            for pid in [process.pid, *children]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.wait()
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+                time.sleep(POLL_INTERVAL)  # until the kernel has torn them down (their shared memory too)
+        self._process = None
+        _running.pop(id(self), None)
+
     def run(self, argv: Sequence[str], *, account: pwd.struct_passwd | None = None, cwd: Path | None = None,
             deadline: float) -> None:
         """Runs a one-off setup command (initdb, psql) with its output in this server's log."""
@@ -483,6 +512,27 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:  # not written yet
         return ""
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is `parent`, from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name: state, ppid, ...
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie (which holds no memory; nobody may ever reap it in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _redis_pid(port: int) -> int | None:

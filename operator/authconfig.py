@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "backoff": {"baseSeconds": 1, "capSeconds": 300},
         "trustedProxies": [],
     },
-    "passwords": {"bcryptCost": 12, "hashQueueSize": 64},
+    "passwords": {"bcryptCost": 12, "hashQueueSize": 64, "minLength": 8, "blocklist": True},
     "tokens": {
         "accessTtlSeconds": 900,
         "refreshTtlSeconds": 604800,
@@ -61,6 +61,15 @@ DEFAULTS: dict[str, Any] = {
         "reuseGraceSeconds": 0,
         "clientCredentialsTtlSeconds": 900,
     },
+    "accounts": {
+        "passwordResetUrl": "",
+        "emailVerificationUrl": "",
+        "passwordResetTtlSeconds": 1800,
+        "emailVerificationTtlSeconds": 86400,
+        "requireVerifiedEmail": False,
+        "registrationEnumerationSafe": False,
+    },
+    "mail": {"from": "", "smtp": {"host": "", "port": 587, "tls": "starttls"}},
     "cors": {"allowedOrigins": []},
     "cleanup": {"schedule": "*/10 * * * *", "batchSize": 1000, "retentionSeconds": 604800},
 }
@@ -118,7 +127,8 @@ def settings_env(spec: Mapping[str, Any]) -> dict[str, str]:
         s["database"]["pool"], s["rateLimits"], s["passwords"], s["tokens"], s["cleanup"]
     )
     routes, backoff = rates["routes"], rates["backoff"]
-    return {
+    accounts, mail = s["accounts"], s["mail"]
+    env = {
         "AUTH_DB_POOL_SIZE": _text(pool["size"]),
         "AUTH_DB_MAX_OVERFLOW": _text(pool["maxOverflow"]),
         "AUTH_DB_POOL_TIMEOUT": _text(pool["timeoutSeconds"]),
@@ -143,7 +153,26 @@ def settings_env(spec: Mapping[str, Any]) -> dict[str, str]:
         "AUTH_CORS_ORIGINS": ",".join(s["cors"]["allowedOrigins"]),
         "AUTH_CLEANUP_BATCH_SIZE": _text(cleanup["batchSize"]),
         "AUTH_CLEANUP_RETENTION": _text(cleanup["retentionSeconds"]),
+        "AUTH_PASSWORD_MIN_LENGTH": _text(hashing["minLength"]),
+        "AUTH_PASSWORD_BLOCKLIST": _text(hashing["blocklist"]),
+        "AUTH_PASSWORD_RESET_TTL": _text(accounts["passwordResetTtlSeconds"]),
+        "AUTH_EMAIL_VERIFICATION_TTL": _text(accounts["emailVerificationTtlSeconds"]),
+        "AUTH_REQUIRE_VERIFIED_EMAIL": _text(accounts["requireVerifiedEmail"]),
+        "AUTH_REGISTRATION_ENUMERATION_SAFE": _text(accounts["registrationEnumerationSafe"]),
     }
+    # empty means "not set here": the chart's value (a URL, an address) stays in force
+    optional = {
+        "AUTH_PASSWORD_RESET_URL": accounts["passwordResetUrl"],
+        "AUTH_EMAIL_VERIFICATION_URL": accounts["emailVerificationUrl"],
+        "AUTH_MAIL_FROM": mail["from"],
+    }
+    env.update({name: value for name, value in optional.items() if value})
+    smtp = mail["smtp"]
+    if smtp["host"]:
+        scheme = "smtps" if smtp["tls"] == "tls" else "smtp"
+        env["AUTH_SMTP_URL"] = f"{scheme}://{smtp['host']}:{int(smtp['port'])}"
+        env["AUTH_SMTP_STARTTLS"] = _text(smtp["tls"] == "starttls")
+    return env
 
 
 def validate(env: Mapping[str, str]) -> None:

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
 from typing import cast
 
 import anyio
-from sqlalchemy import exc as sa_exc
+from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service import database, errors, keys, metrics, migrations, routes, startup, store, telemetry, web
+from service import (
+    audit,
+    database,
+    errors,
+    keys,
+    mail,
+    metrics,
+    migrations,
+    policy,
+    routes,
+    startup,
+    store,
+    telemetry,
+    web,
+)
 from service.cache import Cache
 from service.config import Settings
 from service.passwords import Hasher
@@ -46,11 +61,22 @@ def create_app(settings: Settings) -> Starlette:
         )
         shared = store.create(settings.redis_url, settings.redis_timeout)
         cache = Cache(shared, settings.user_cache_ttl, settings.access_token_ttl)
+        templates = mail.Templates(settings.mail_templates_dir)
+        breach = policy.BreachCheck(settings)
+        # the sender's own small pool (pool="mail" in the metrics): it never takes a connection a request is
+        # waiting for, and a batch's marks never wait for one past the pool timeout
+        mail_engine = database.create_engine(
+            dataclasses.replace(settings, db_pool_size=2, db_max_overflow=mail.BATCH), settings.database_url,
+            label="mail",
+        )
+        sender = mail.Sender(settings, database.sessionmaker(mail_engine), mail.transport(settings), templates)
         following: asyncio.Task[None] | None = None
+        sessions = database.sessionmaker(engine)
+        audit_log = audit.Log(sessions, audit.root_key(settings, keyring.current))
         try:
             await migrations.check(settings, engine)
             await hasher.start()
-            sessions = database.sessionmaker(engine)
+            await audit_log.start()
             res = Resources(
                 settings=settings,
                 engine=engine,
@@ -61,11 +87,17 @@ def create_app(settings: Settings) -> Starlette:
                 store=shared,
                 limiter=Limiter(settings, shared),
                 cache=cache,
+                sender=sender,
+                templates=templates,
+                breach=breach,
+                audit=audit_log,
             )
             # each worker process follows the keys folder on its own (a Secret the kubelet updates)
             following = asyncio.get_running_loop().create_task(
                 keys.follow(keyring, settings.keys_reload_interval, res.use_keys)
             )
+            # every replica sends: SKIP LOCKED leases keep them off each other's rows (docs/accounts.md)
+            sender.start()
             yield {"resources": res}
         except migrations.SchemaOutOfDate as exc:
             log.error("%s", exc)
@@ -75,6 +107,10 @@ def create_app(settings: Settings) -> Starlette:
                 following.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await following
+            await sender.stop()  # a round cut short leaves its rows leased; another sender takes them later
+            await mail_engine.dispose()
+            await breach.close()
+            await audit_log.close()  # events of requests that finished are written before the engine goes
             await cache.close()  # a last try at revocations still waiting for Redis
             if isinstance(shared, store.RedisStore):
                 await shared.close()
@@ -90,15 +126,12 @@ def create_app(settings: Settings) -> Starlette:
             *web.cors(settings.cors_origins),  # outermost: preflights are answered before routing
             Middleware(web.NoStore),
             Middleware(web.BodyLimit, limit=settings.max_body_bytes),
+            Middleware(web.BodyTimeout, timeout=settings.request_body_timeout),
+            Middleware(web.LastResort, handler=_unexpected),  # what no handler below took
         ],
         exception_handlers={
             errors.ServiceError: _service_error,
             HTTPException: _http_error,
-            sa_exc.TimeoutError: _database_unavailable,  # pool exhausted past AUTH_DB_POOL_TIMEOUT
-            sa_exc.OperationalError: _database_unavailable,
-            sa_exc.InterfaceError: _database_unavailable,
-            OSError: _database_unavailable,  # connection refused / reset
-            Exception: _internal_error,
         },
     )
     telemetry.instrument(app)  # request ids, access log, latency histogram; OTel server spans when on
@@ -124,13 +157,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("database unavailable: %s", type(exc).__name__)
-    return web.error_response(errors.DatabaseUnavailable())
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """An outage of the database is a 503 to retry; anything else is a bug: a 500, logged once with its
+    traceback and recorded on the request's span."""
+    if database.unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, database.reason(exc))
+        return web.error_response(errors.DatabaseUnavailable())
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    trace.get_current_span().record_exception(exc)
     return web.error_response(errors.InternalError())
 
 

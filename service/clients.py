@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.datastructures import FormData
 
-from service import errors
+from service import audit, errors
 from service.config import SCOPE_TOKEN, Settings
 from service.db import clients as queries
 from service.db import models
@@ -96,14 +96,13 @@ def new_secret() -> tuple[str, bytes]:
     return secret, digest(secret)
 
 
-# -- registration (the CLI) -------------------------------------------------------------------------
+# -- registration (the CLI and the admin API) --------------------------------------------------------
 
 
-async def register(
-    sessions: async_sessionmaker[Any], *, name: str, grant_types: list[str], scopes: frozenset[str],
-    audiences: list[str], confidential: bool, access_token_ttl: int | None, now: dt.datetime,
-) -> tuple[Client, str | None]:
-    """A new client and its secret (None for a public client): the only time the secret is seen."""
+def check_registration(
+    *, name: str, grant_types: list[str], scopes: frozenset[str], audiences: list[str], confidential: bool,
+    access_token_ttl: int | None,
+) -> None:
     if not 1 <= len(name) <= 100:
         raise errors.InvalidRequest("the name must be 1 to 100 characters")
     unknown = set(grant_types) - set(GRANT_TYPES)
@@ -113,10 +112,20 @@ async def register(
         raise errors.InvalidRequest("a public client cannot use client_credentials (RFC 6749 section 4.4)")
     if not all(SCOPE_TOKEN.match(scope) for scope in scopes):
         raise errors.InvalidRequest('scopes are printable ASCII without spaces, " or \\')
-    if any(not audience or any(c.isspace() for c in audience) for audience in audiences):
-        raise errors.InvalidRequest("an audience is a non-empty string without spaces")
+    if any(not audience or len(audience) > 512 or any(c.isspace() for c in audience) for audience in audiences):
+        raise errors.InvalidRequest("an audience is a non-empty string without spaces, at most 512 characters")
     if access_token_ttl is not None and not 30 <= access_token_ttl <= 86400:
         raise errors.InvalidRequest("the token lifetime must be 30 to 86400 seconds")
+
+
+async def register(
+    sessions: async_sessionmaker[Any], *, name: str, grant_types: list[str], scopes: frozenset[str],
+    audiences: list[str], confidential: bool, access_token_ttl: int | None, now: dt.datetime,
+    actor: audit.Actor, request: audit.Origin | None = None,
+) -> tuple[Client, str | None]:
+    """A new client and its secret (None for a public client): the only time the secret is seen."""
+    check_registration(name=name, grant_types=grant_types, scopes=scopes, audiences=audiences,
+                       confidential=confidential, access_token_ttl=access_token_ttl)
     secret, hashed = new_secret() if confidential else (None, None)
     async with sessions.begin() as db:
         row = await queries.create(
@@ -125,6 +134,8 @@ async def register(
             access_token_ttl=access_token_ttl, now=now,
         )
         client = Client.from_row(row)
+        await audit.record(db, audit.CLIENT_CREATED, actor=actor, subject=audit.Subject.client(client.id),
+                           request=request, now=now, details={"grant_types": sorted(client.grant_types)})
     return client, secret
 
 
@@ -133,18 +144,59 @@ async def every(sessions: async_sessionmaker[Any]) -> list[Client]:
         return [Client.from_row(row) for row in await queries.every(db)]
 
 
-async def disable(sessions: async_sessionmaker[Any], client_id: str, now: dt.datetime) -> bool:
+async def update(
+    sessions: async_sessionmaker[Any], client_id: str, changes: dict[str, Any], now: dt.datetime,
+    actor: audit.Actor, request: audit.Origin | None = None,
+) -> Client | None:
+    """Change some of name, grant_types, scopes, audiences, access_token_ttl of an enabled client; None when
+    there is no such client. Sessions granted before keep their scope until they end (docs/admin.md)."""
     async with sessions.begin() as db:
-        return await queries.disable(db, client_id, now)
+        row = await queries.by_id(db, client_id)
+        if row is None or row.disabled_at is not None:
+            return None
+        merged = {
+            "name": row.name, "grant_types": list(row.grant_types), "scopes": frozenset(row.scopes),
+            "audiences": list(row.audiences), "access_token_ttl": row.access_token_ttl, **changes,
+        }
+        check_registration(confidential=row.confidential, **merged)
+        values = {
+            **merged, "grant_types": sorted(set(merged["grant_types"])), "scopes": sorted(merged["scopes"]),
+            "audiences": list(dict.fromkeys(merged["audiences"])),
+        }
+        await queries.update_client(db, client_id, {key: values[key] for key in changes})
+        await audit.record(db, audit.CLIENT_UPDATED, actor=actor, subject=audit.Subject.client(client_id),
+                           request=request, now=now, details={"fields": sorted(changes)})
+        await db.refresh(row)
+        return Client.from_row(row)
+
+
+async def disable(
+    sessions: async_sessionmaker[Any], client_id: str, now: dt.datetime, actor: audit.Actor,
+    request: audit.Origin | None = None,
+) -> bool:
+    """Refuse the client from now on and end every session granted to it; False when there is no such client."""
+    async with sessions.begin() as db:
+        row = await queries.by_id(db, client_id)
+        if row is None:
+            return False
+        if row.disabled_at is None:
+            await queries.disable(db, client_id, now)
+            await audit.record(db, audit.CLIENT_DISABLED, actor=actor, subject=audit.Subject.client(client_id),
+                               request=request, now=now)
+        return True
 
 
 async def rotate_secret(
-    sessions: async_sessionmaker[Any], client_id: str, keep_previous: int, now: dt.datetime
+    sessions: async_sessionmaker[Any], client_id: str, keep_previous: int, now: dt.datetime, actor: audit.Actor,
+    request: audit.Origin | None = None,
 ) -> str | None:
     """A new secret; the current one stays valid ``keep_previous`` seconds so callers can switch over."""
     secret, hashed = new_secret()
     async with sessions.begin() as db:
         rotated = await queries.rotate_secret(db, client_id, hashed, now + dt.timedelta(seconds=keep_previous))
+        if rotated:
+            await audit.record(db, audit.CLIENT_SECRET_ROTATED, actor=actor, subject=audit.Subject.client(client_id),
+                               request=request, now=now, details={"keep_previous_seconds": keep_previous})
     return secret if rotated else None
 
 

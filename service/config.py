@@ -20,6 +20,10 @@ from starlette.datastructures import Secret
 T = TypeVar("T")
 
 PREFIX = "AUTH_"
+# where `authsvc serve` answers by default; the built-in pages take the token from the fragment, which
+# browsers never send to a server, so it stays out of every access log on the way
+DEFAULT_RESET_URL = "http://127.0.0.1:8000/account/reset-password#token={token}"
+DEFAULT_VERIFY_URL = "http://127.0.0.1:8000/account/verify-email#token={token}"
 DEFAULT_ISSUER = "http://127.0.0.1:8000"  # where `authsvc serve` listens by default
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 §3.3 scope-token
 RATE = re.compile(r"^\s*\d+\s*(/|per)\s*\d*\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
@@ -40,6 +44,7 @@ class Settings:
     db_pool_timeout: float
     db_pool_recycle: int
     db_connect_timeout: float
+    db_command_timeout: float
     db_statement_cache_size: int
     db_slow_query_ms: int
     redis_url: str | None
@@ -84,11 +89,37 @@ class Settings:
     login_backoff_cap: float
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     user_cache_ttl: int
+    # account lifecycle and mail (docs/accounts.md)
+    password_min_length: int
+    password_blocklist: bool
+    password_breach_api: str | None  # k-anonymity range API, e.g. https://api.pwnedpasswords.com/range/
+    password_breach_fail_closed: bool
+    password_reset_url: str
+    password_reset_ttl: int
+    email_verification_url: str
+    email_verification_ttl: int
+    require_verified_email: bool
+    registration_enumeration_safe: bool
+    rate_limit_password_reset: str
+    rate_limit_password_reset_per_address: str
+    smtp_url: str | None
+    smtp_starttls: bool
+    smtp_username: str | None
+    smtp_password_file: Path | None
+    smtp_timeout: float
+    mail_from: str
+    mail_templates_dir: Path | None
+    mail_max_attempts: int
+    mail_retry_base: float
+    mail_poll_interval: float
     # housekeeping
     cleanup_batch_size: int
     cleanup_retention: int
     cleanup_interval: int
+    audit_retention: int  # seconds an audit event is kept (docs/admin.md)
+    audit_key: Secret | None  # keys the audit log's name hashes and the admin API's cursors
     max_body_bytes: int
+    request_body_timeout: float
     log_level: str
 
     @property
@@ -113,6 +144,7 @@ class Settings:
             db_pool_timeout=env.get("DB_POOL_TIMEOUT", _float(0.1, 600), 5.0),
             db_pool_recycle=env.get("DB_POOL_RECYCLE", _int(-1, 86400), 1800),
             db_connect_timeout=env.get("DB_CONNECT_TIMEOUT", _float(0.1, 120), 5.0),
+            db_command_timeout=env.get("DB_COMMAND_TIMEOUT", _float(0, 600), 5.0),
             db_statement_cache_size=env.get("DB_STATEMENT_CACHE_SIZE", _int(0, 100000), 100),
             db_slow_query_ms=env.get("DB_SLOW_QUERY_MS", _int(0, 3_600_000), 200),
             redis_url=env.get("REDIS_URL", _redis_url, "") or None,
@@ -154,10 +186,35 @@ class Settings:
             login_backoff_cap=env.get("LOGIN_BACKOFF_CAP", _float(0, 86400), 300.0),
             trusted_proxies=env.get("TRUSTED_PROXIES", _networks, ()),
             user_cache_ttl=env.get("USER_CACHE_TTL", _int(0, 86400), 60),
+            password_min_length=env.get("PASSWORD_MIN_LENGTH", _int(8, 64), 8),
+            password_blocklist=env.get("PASSWORD_BLOCKLIST", _bool, True),
+            password_breach_api=env.get("PASSWORD_BREACH_API", _http_url, "") or None,
+            password_breach_fail_closed=env.get("PASSWORD_BREACH_FAIL_CLOSED", _bool, False),
+            password_reset_url=env.get("PASSWORD_RESET_URL", _link_template, DEFAULT_RESET_URL),
+            password_reset_ttl=env.get("PASSWORD_RESET_TTL", _int(60, 86400), 1800),
+            email_verification_url=env.get("EMAIL_VERIFICATION_URL", _link_template, DEFAULT_VERIFY_URL),
+            email_verification_ttl=env.get("EMAIL_VERIFICATION_TTL", _int(60, 2_592_000), 86400),
+            require_verified_email=env.get("REQUIRE_VERIFIED_EMAIL", _bool, False),
+            registration_enumeration_safe=env.get("REGISTRATION_ENUMERATION_SAFE", _bool, False),
+            rate_limit_password_reset=env.get("RATE_LIMIT_PASSWORD_RESET", _rate, "10/hour"),
+            rate_limit_password_reset_per_address=env.get("RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS", _rate, "3/hour"),
+            smtp_url=env.get("SMTP_URL", _smtp_url, "") or None,
+            smtp_starttls=env.get("SMTP_STARTTLS", _bool, False),
+            smtp_username=env.get("SMTP_USERNAME", str, "") or None,
+            smtp_password_file=_path_or_none(env.get("SMTP_PASSWORD_FILE", str, "")),
+            smtp_timeout=env.get("SMTP_TIMEOUT", _float(0.1, 300), 10.0),
+            mail_from=env.get("MAIL_FROM", _address, "authsvc <no-reply@localhost>"),
+            mail_templates_dir=_path_or_none(env.get("MAIL_TEMPLATES_DIR", str, "")),
+            mail_max_attempts=env.get("MAIL_MAX_ATTEMPTS", _int(1, 100), 8),
+            mail_retry_base=env.get("MAIL_RETRY_BASE", _float(0.01, 3600), 30.0),
+            mail_poll_interval=env.get("MAIL_POLL_INTERVAL", _float(0.01, 3600), 2.0),
             cleanup_batch_size=env.get("CLEANUP_BATCH_SIZE", _int(1, 100_000), 1000),
             cleanup_retention=env.get("CLEANUP_RETENTION", _int(0, 31_536_000), 604_800),
             cleanup_interval=env.get("CLEANUP_INTERVAL", _int(1, 86400), 300),
+            audit_retention=env.get("AUDIT_RETENTION", _int(3600, 315_360_000), 7_776_000),
+            audit_key=env.get("AUDIT_KEY", _audit_key, None),
             max_body_bytes=env.get("MAX_BODY_BYTES", _int(1024, 10_485_760), 16_384),
+            request_body_timeout=env.get("REQUEST_BODY_TIMEOUT", _float(0.1, 600), 10.0),
             log_level=env.get("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
         )
         if settings.login_backoff_cap < settings.login_backoff_base:
@@ -165,6 +222,10 @@ class Settings:
                 f"{PREFIX}LOGIN_BACKOFF_CAP ({settings.login_backoff_cap}) must be at least "
                 f"{PREFIX}LOGIN_BACKOFF_BASE ({settings.login_backoff_base})"
             )
+        if settings.smtp_url and settings.smtp_url.startswith("smtps://") and settings.smtp_starttls:
+            raise ConfigError(f"{PREFIX}SMTP_STARTTLS applies to smtp:// only (smtps:// is TLS from the start)")
+        if settings.smtp_password_file and not settings.smtp_username:
+            raise ConfigError(f"{PREFIX}SMTP_PASSWORD_FILE needs {PREFIX}SMTP_USERNAME")
         if not settings.default_scopes <= settings.user_scopes:
             raise ConfigError(f"{PREFIX}DEFAULT_SCOPES must be a subset of {PREFIX}USER_SCOPES")
         if settings.bootstrap_client_id == settings.introspection_client_id and settings.bootstrap_client_secret:
@@ -240,6 +301,12 @@ def _secret(raw: str) -> Secret:
     return Secret(raw)
 
 
+def _audit_key(raw: str) -> Secret:
+    if len(raw) < 32:
+        raise ValueError("expected at least 32 characters (e.g. `openssl rand -base64 32`)")
+    return Secret(raw)
+
+
 def _issuer(raw: str) -> str:
     """RFC 8414 §2: an http(s) URL with no query or fragment; kept without a trailing slash."""
     url = urllib.parse.urlsplit(raw)
@@ -294,4 +361,32 @@ def _database_url(raw: str) -> str:
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected redis://host:port/db, rediss://… or unix://…")
+    return raw
+
+
+def _path_or_none(raw: str) -> Path | None:
+    return Path(raw).expanduser() if raw else None
+
+
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("https://", "http://")):
+        raise ValueError("expected an http(s):// URL")
+    return raw
+
+
+def _link_template(raw: str) -> str:
+    if not raw.startswith(("https://", "http://")) or raw.count("{token}") != 1:
+        raise ValueError("expected an http(s):// URL holding {token} once, e.g. https://app.example/reset#token={token}")
+    return raw
+
+
+def _smtp_url(raw: str) -> str:
+    if not raw.startswith(("smtp://", "smtps://")) or not raw.split("://", 1)[1].strip("/"):
+        raise ValueError("expected smtp://host:port or smtps://host:port")
+    return raw
+
+
+def _address(raw: str) -> str:
+    if "@" not in raw or "\n" in raw or "\r" in raw:
+        raise ValueError("expected a mail address such as 'authsvc <no-reply@example.com>'")
     return raw

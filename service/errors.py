@@ -3,27 +3,35 @@
 ServiceError (400 invalid_request)                                      on /oauth2/* (RFC 6749 §5.2)
 ├── InvalidRequest (422)             malformed body, a field fails validation   400 invalid_request
 │   ├── PasswordTooLong (422)        over 72 UTF-8 bytes: refused, never truncated  400 invalid_request
-│   └── UnsupportedGrantType (422)   a grant_type we do not serve          400 unsupported_grant_type
+│   ├── UnsupportedGrantType (422)   a grant_type we do not serve          400 unsupported_grant_type
+│   └── WeakPassword (422)           too short, too common, or found in a breach (service/policy.py)
+├── InvalidLink (404)                a reset or verification token unknown, used, expired or superseded
 ├── InvalidScope (400)               a scope the client may not have
 ├── InvalidTarget (400)              RFC 8707: a resource the client may not address
 ├── UnauthorizedClient (400)         the client may not use this grant type or token
+├── InvalidCursor (400)              a list cursor that is malformed, tampered with, or from another query
 ├── UnsupportedMediaType (415)                                                 400 invalid_request
 ├── PayloadTooLarge (413)
+├── RequestTimeout (408)             the body did not arrive in time (slow client); closes the connection
 ├── NotFound (404) · MethodNotAllowed (405)
 ├── Conflict (409)
 │   ├── UsernameTaken
 │   └── EmailTaken
+├── Forbidden (403)
+│   ├── WrongPassword                the current password given to a password change is wrong
+│   └── EmailNotVerified             AUTH_REQUIRE_VERIFIED_EMAIL: only after the password was right
 ├── Unauthorized (401, WWW-Authenticate: Bearer)
 │   ├── InvalidCredentials          one answer for unknown user, wrong password, inactive user
 │   │                                                                          400 invalid_grant
 │   ├── InvalidToken                 bad, expired or revoked access token
 │   ├── InvalidGrant                 unknown, expired, reused or revoked refresh token  400 invalid_grant
 │   └── InvalidClient (Basic)        client authentication failed: unknown, wrong secret, disabled
+├── InsufficientScope (403)          a valid token that may not do this (a user's token on /admin/v1/*)
 ├── RateLimited (429, Retry-After)
 ├── Unavailable (503, Retry-After)
 │   ├── Overloaded                   the hash queue is full
-│   └── DatabaseUnavailable          no connection could be had in time
-└── InternalError (500)              a bug: logged with its trace, answered without it
+│   └── DatabaseUnavailable          no connection in time, or the connection broke
+└── InternalError (500)              a bug: logged with its traceback, never details to the client
 
 The old `/api/v1/auth/*` routes answer with ``status_code`` and ``code`` (the old app's contract);
 the standard `/oauth2/*` endpoints with ``oauth_status`` and ``oauth_code`` where RFC 6749 says
@@ -59,6 +67,30 @@ class PasswordTooLong(InvalidRequest):
     default_detail = "password must be at most 72 bytes of UTF-8 (bcrypt's limit); it is never truncated"
 
 
+class WeakPassword(InvalidRequest):
+    code = "weak_password"
+
+
+class InvalidLink(ServiceError):
+    status_code = 404  # a well-formed request naming no live token: nothing to act on
+    code = "invalid_token"
+    default_detail = "The link is invalid, expired or already used; ask for a new one"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
+class WrongPassword(Forbidden):
+    code = "wrong_password"
+    default_detail = "The current password is incorrect"
+
+
+class EmailNotVerified(Forbidden):
+    code = "email_not_verified"
+    oauth_status, oauth_code = 400, "invalid_grant"  # RFC 6749 §5.2: the owner's credentials cannot be used
+    default_detail = "Verify your email address first: follow the link in the mail we sent"
 class UnsupportedGrantType(InvalidRequest):
     oauth_code = "unsupported_grant_type"
     default_detail = "grant_type must be `password` or `refresh_token`"
@@ -79,6 +111,11 @@ class UnauthorizedClient(ServiceError):
     default_detail = "This client is not allowed to use this grant type"
 
 
+class InvalidCursor(ServiceError):
+    code = "invalid_cursor"
+    default_detail = "cursor is not one this list gave out for this query; start again without it"
+
+
 class UnsupportedMediaType(ServiceError):
     status_code = 415
     code = "unsupported_media_type"
@@ -89,6 +126,15 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
     default_detail = "request body too large"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+    code = "request_timeout"
+    default_detail = "request body not received in time"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of the body may still be on its way: no reuse
 
 
 class NotFound(ServiceError):
@@ -154,6 +200,14 @@ class InvalidClient(Unauthorized):
     code = "invalid_client"
     default_detail = "Client authentication failed"
     challenge = 'Basic realm="authsvc"'
+
+
+class InsufficientScope(ServiceError):
+    """RFC 6750 §3.1: authenticated, but the token does not carry what this needs."""
+
+    status_code = 403
+    code = "insufficient_scope"
+    default_detail = "The access token does not allow this"
 
 
 class _TryLater(ServiceError):

@@ -121,6 +121,17 @@ POOL_TIMEOUTS = Counter(
     "auth_db_pool_timeouts", "Checkouts that gave up after AUTH_DB_POOL_TIMEOUT (answered 503).", ["pool"]
 )
 
+# -- mail: the outbox and its sender (service/mail.py) -------------------------------------------------
+MAIL_QUEUED = Counter("auth_mail_queued", "Mails committed to the outbox, by kind.", ["kind"])
+MAIL_SENT = Counter("auth_mail_sent", "Mails handed to the SMTP server (or written to a file), by kind.", ["kind"])
+MAIL_FAILED = Counter("auth_mail_failed", "Failed send attempts (each is retried until the last), by kind.", ["kind"])
+MAIL_DEAD = Counter("auth_mail_dead", "Mails given up after AUTH_MAIL_MAX_ATTEMPTS attempts, by kind.", ["kind"])
+MAIL_SEND_DURATION = Histogram(
+    "auth_mail_send_duration_seconds",
+    "Time one send attempt took (connect, TLS, login, transfer), failures included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
 # -- signing keys: AUTH_KEYS_DIR followed without a restart (service/keys.py) --------------------------
 KEYS_RELOADS = Counter(
     "auth_keys_reloads",
@@ -134,6 +145,9 @@ KEYS_DEGRADED = Gauge(
     "1 while AUTH_KEYS_DIR holds a state that did not load and the last good keys are in use.",
     multiprocess_mode="livemax",
 )
+
+# -- audit log (docs/admin.md): admin requests are http_server_request_duration_seconds{http_route=~"/admin/.*"} --
+AUDIT_EVENTS = Counter("auth_audit_events", "Audit events stored, by type.", ["type"])
 
 # -- housekeeping ---------------------------------------------------------------------------------------
 CLEANUP_DELETED = Counter("auth_cleanup_rows_deleted", "Rows deleted by `authsvc cleanup`, by table.", ["table"])

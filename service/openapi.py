@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from service import __version__, schemas
+from service import __version__, admin, audit, schemas
 
 REF = "#/components/schemas/{name}"
 LINKS = [
@@ -18,6 +18,12 @@ LINKS = [
     ("/api/v1/auth/logout-all", "logout-all", "POST"),
     ("/api/v1/auth/me", "me", "GET"),
     ("/api/v1/auth/introspect", "introspect", "POST"),
+    ("/api/v1/auth/password", "password-change", "POST"),
+    ("/api/v1/auth/password-reset", "password-reset", "POST"),
+    ("/api/v1/auth/password-reset/confirm", "password-reset-confirm", "POST"),
+    ("/api/v1/auth/verify-email", "verify-email", "POST"),
+    ("/api/v1/auth/verify-email/resend", "verify-email-resend", "POST"),
+    ("/api/v1/auth/sessions", "sessions", "GET"),
     ("/oauth2/token", "oauth2-token", "POST"),
     ("/oauth2/revoke", "oauth2-revoke", "POST"),
     ("/oauth2/introspect", "oauth2-introspect", "POST"),
@@ -46,12 +52,43 @@ def _body(schema: str, media: str = "application/json") -> dict[str, Any]:
 
 
 INVALID = _error("invalid body: malformed, missing/extra fields, or a field out of range")
-LIMITED = _error("rate limited; see Retry-After")
-UNAUTHORIZED = _error("missing, invalid, expired or revoked credentials (WWW-Authenticate set)")
+TIMED_OUT = _error("the body did not arrive within AUTH_REQUEST_BODY_TIMEOUT; the connection is closed")
+TOO_LARGE = _error("body over AUTH_MAX_BODY_BYTES")
+NOT_JSON = _error("Content-Type is not application/json")
+NOT_FORM = _error("Content-Type is not a form")
+RETRY_AFTER = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}}
+CHALLENGE = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+LIMITED = {**_error("rate limited; see Retry-After"), "headers": RETRY_AFTER}
+UNAVAILABLE = {
+    **_error("overloaded (`overloaded`) or the database unreachable (`database_unavailable`); see Retry-After"),
+    "headers": RETRY_AFTER,
+}
+UNAUTHORIZED = {
+    **_error("missing, invalid, expired or revoked credentials"),
+    "headers": CHALLENGE,
+}
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+# OpenAPI links: what a client does next with an answer (schemathesis' stateful phase follows them)
+LOGIN = {
+    "Login": {
+        "operationId": "token",
+        "requestBody": {"username": "$request.body#/username", "password": "$request.body#/password"},
+    }
+}
+WITH_PAIR = {
+    "Refresh": {"operationId": "refresh", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
+    "Revoke": {"operationId": "revoke", "requestBody": {"refresh_token": "$response.body#/refresh_token"}},
+    "Introspect": {"operationId": "introspect", "requestBody": {"token": "$response.body#/access_token"}},
+}
+NO_NUL = {"pattern": schemas.TEXT}  # PostgreSQL text holds no NUL; refused with 422
+TOKEN_VALUE = {"type": "string", "minLength": 1, "maxLength": schemas.TOKEN_MAX_LENGTH, **NO_NUL}
 
 _request_schemas, _components = msgspec.json.schema_components(
-    [schemas.Register, schemas.RefreshRequest], ref_template=REF
+    [
+        schemas.Register, schemas.RefreshRequest, schemas.PasswordChange, schemas.PasswordResetRequest,
+        schemas.PasswordResetConfirm, schemas.VerifyEmail, admin.UserPatch, admin.NewClient, admin.ClientPatch,
+    ],
+    ref_template=REF,
 )
 
 COMPONENTS: dict[str, Any] = {
@@ -73,7 +110,33 @@ COMPONENTS: dict[str, Any] = {
             "username": {"type": "string"},
             "email": {"type": "string", "format": "email"},
             "is_active": {"type": "boolean"},
+            "email_verified": {"type": "boolean", "description": "the address was confirmed from a mail"},
             "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Accepted": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+    "Sessions": {
+        "type": "object",
+        "required": ["sessions"],
+        "properties": {
+            "sessions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "id", "created_at", "last_used_at", "expires_at", "user_agent", "client_ip", "current"
+                    ],
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "last_used_at": {"type": "string", "format": "date-time", "description": "last refresh"},
+                        "expires_at": {"type": "string", "format": "date-time", "description": "absolute end"},
+                        "user_agent": {"type": ["string", "null"]},
+                        "client_ip": {"type": ["string", "null"]},
+                        "current": {"type": "boolean", "description": "the session of the calling token"},
+                    },
+                },
+            }
         },
     },
     "TokenPair": {
@@ -87,16 +150,33 @@ COMPONENTS: dict[str, Any] = {
             "refresh_expires_in": {"type": "integer"},
         },
     },
-    "TokenForm": {
-        "type": "object",
-        "properties": {
-            "grant_type": {"enum": ["password", "refresh_token"], "default": "password"},
-            "username": {"type": "string", "description": "username, or email when it holds an @"},
-            "password": {"type": "string"},
-            "refresh_token": {"type": "string"},
-        },
+    "TokenForm": {  # RFC 6749 §3.2: parameters the grant does not use are ignored
+        "oneOf": [
+            {
+                "title": "password grant (login)",
+                "type": "object",
+                "required": ["username", "password"],
+                "properties": {
+                    "grant_type": {"const": "password", "default": "password"},
+                    "username": {
+                        "type": "string", "minLength": 1, "maxLength": schemas.LOGIN_MAX_LENGTH, **NO_NUL,
+                        "description": "username, or email when it holds an @",
+                    },
+                    "password": {
+                        "type": "string", "minLength": 1, **NO_NUL, **schemas.PASSWORD_SCHEMA,
+                        "description": "at most 72 bytes of UTF-8",
+                    },
+                },
+            },
+            {
+                "title": "refresh_token grant",
+                "type": "object",
+                "required": ["grant_type", "refresh_token"],
+                "properties": {"grant_type": {"const": "refresh_token"}, "refresh_token": TOKEN_VALUE},
+            },
+        ],
     },
-    "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+    "TokenParam": {"type": "object", "required": ["token"], "properties": {"token": TOKEN_VALUE}},
     "OAuthTokenForm": {
         "type": "object",
         "required": ["grant_type"],
@@ -128,7 +208,7 @@ COMPONENTS: dict[str, Any] = {
         "type": "object",
         "required": ["token"],
         "properties": {
-            "token": {"type": "string"},
+            "token": TOKEN_VALUE,
             "token_type_hint": {"enum": ["access_token", "refresh_token"], "description": "accepted and not needed"},
             "client_id": {"type": "string"},
             "client_secret": {"type": "string"},
@@ -146,6 +226,7 @@ COMPONENTS: dict[str, Any] = {
             "iat": {"type": "integer"},
             "sid": {"type": "string"},
             "jti": {"type": "string"},
+            "email_verified": {"type": "boolean"},
             "iss": {"type": "string"},
             "aud": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
             "scope": {"type": "string"},
@@ -161,6 +242,93 @@ COMPONENTS: dict[str, Any] = {
         },
     },
     "JWKS": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
+    # -- the admin API (docs/admin.md) --
+    "AdminUser": {
+        "type": "object",
+        "required": ["id", "username", "email", "is_active", "created_at", "updated_at"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "username": {"type": "string"},
+            "email": {"type": "string", "format": "email"},
+            "is_active": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": ["id", "created_at", "last_used_at", "expires_at", "client_id", "scope"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "last_used_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": "string", "format": "date-time", "description": "absolute lifetime"},
+            "client_id": {"type": ["string", "null"], "description": "the client it was granted to"},
+            "scope": {"type": "string"},
+            "client_ip": {"type": ["string", "null"]},
+            "user_agent": {"type": ["string", "null"]},
+        },
+    },
+    "Client": {
+        "type": "object",
+        "required": ["client_id", "name", "type", "grant_types", "scope", "audiences", "created_at"],
+        "properties": {
+            "client_id": {"type": "string"},
+            "name": {"type": "string"},
+            "type": {"enum": ["confidential", "public"]},
+            "grant_types": {"type": "array", "items": {"type": "string"}},
+            "scope": {"type": "string"},
+            "audiences": {"type": "array", "items": {"type": "string"}},
+            "access_token_ttl": {"type": ["integer", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "disabled_at": {"type": ["string", "null"], "format": "date-time"},
+            "client_secret": {
+                "type": ["string", "null"],
+                "description": "only in the answer to a registration or a rotation: it is never shown again",
+            },
+            "previous_secret_valid_until": {"type": "string", "format": "date-time", "description": "rotation"},
+        },
+    },
+    "AuditEvent": {
+        "type": "object",
+        "required": ["id", "occurred_at", "type", "actor", "details"],
+        "properties": {
+            "id": {"type": "integer"},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "type": {"enum": list(audit.TYPES)},
+            "actor": {
+                "type": "object",
+                "properties": {"type": {"enum": ["user", "client", "cli", "anonymous"]},
+                               "id": {"type": ["string", "null"]}},
+            },
+            "subject": {
+                "type": ["object", "null"],
+                "properties": {"type": {"enum": ["user", "session", "client"]}, "id": {"type": "string"}},
+            },
+            "user_id": {"type": ["string", "null"], "format": "uuid"},
+            "client_id": {"type": ["string", "null"]},
+            "client_ip": {"type": ["string", "null"]},
+            "user_agent": {"type": ["string", "null"]},
+            "request_id": {"type": ["string", "null"]},
+            "trace_id": {"type": ["string", "null"]},
+            "details": {"type": "object", "description": "small, never a secret or personal data"},
+        },
+    },
+    **{
+        f"{name}Page": {
+            "type": "object",
+            "required": [field, "next_cursor"],
+            "properties": {
+                field: {"type": "array", "items": _ref(name)},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "pass as `cursor` for the next page; null on the last page",
+                },
+            },
+        }
+        for name, field in (("AdminUser", "users"), ("Session", "sessions"), ("Client", "clients"),
+                            ("AuditEvent", "events"))
+    },
     "ServerMetadata": {
         "type": "object",
         "description": "RFC 8414 authorization server metadata; every URL is absolute, under the issuer",
@@ -180,53 +348,169 @@ COMPONENTS: dict[str, Any] = {
 }
 
 FORM = "application/x-www-form-urlencoded"
+ADMIN: list[dict[str, list[str]]] = [{"adminClient": ["admin"]}]
+ADMIN_ERRORS = {
+    "401": UNAUTHORIZED,
+    "403": _error("insufficient_scope: a user's token, or a client token without the admin scope"),
+}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+PAGE = [
+    _query("limit", f"page size, 1 to {admin.MAX_LIMIT} (default {admin.DEFAULT_LIMIT})", {"type": "integer"}),
+    _query("cursor", "`next_cursor` of the previous page, with the same filters"),
+]
+BAD_QUERY = {"400": _error("invalid_cursor"), "422": _error("unknown, repeated or malformed query parameter")}
+
+
+def _admin(summary: str, responses: dict[str, Any], *, parameters: list[dict[str, Any]] | None = None,
+           body: str | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "security": ADMIN, "responses": {**responses, **ADMIN_ERRORS}}
+    if parameters:
+        operation["parameters"] = parameters
+    if body:
+        operation["requestBody"] = _body(body)
+        operation["responses"].update({"415": _error("not JSON"), "422": INVALID})
+    return operation
+
+
+NOT_FOUND = _error("no such user (or session, or client)")
+USER_ID = [_path("user_id")]
+
+ADMIN_PATHS: dict[str, Any] = {
+    "/admin/v1/users": {"get": _admin(
+        "Find users by username or email prefix (any case), by lowered username", {
+            "200": _json("a page of users", "AdminUserPage"), **BAD_QUERY},
+        parameters=[_query("q", "a username or email prefix"),
+                    _query("active", "true or false", {"type": "boolean"}), *PAGE],
+    )},
+    "/admin/v1/users/{user_id}": {
+        "get": _admin("A user", {"200": _json("the user", "AdminUser"), "404": NOT_FOUND}, parameters=USER_ID),
+        "patch": _admin(
+            "Change is_active and/or email; disabling ends every session at once", {
+                "200": _json("the user as changed", "AdminUser"), "404": NOT_FOUND,
+                "409": _error("email taken")},
+            parameters=USER_ID, body="UserPatch",
+        ),
+        "delete": _admin(
+            "Erase the account, its sessions and tokens; the username and email become free", {
+                "204": {"description": "erased"}, "404": NOT_FOUND},
+            parameters=USER_ID,
+        ),
+    },
+    "/admin/v1/users/{user_id}/password-reset": {"post": _admin(
+        "Start a password reset for the user (a mail, with the lifecycle flows); answers nothing more",
+        {"202": {"description": "accepted"}, "404": NOT_FOUND}, parameters=USER_ID,
+    )},
+    "/admin/v1/users/{user_id}/sessions": {
+        "get": _admin("The user's live sessions, newest first", {
+            "200": _json("a page of sessions", "SessionPage"), "404": NOT_FOUND, **BAD_QUERY},
+            parameters=[*USER_ID, *PAGE]),
+        "delete": _admin("End every session of the user", {"204": {"description": "ended"}, "404": NOT_FOUND},
+                         parameters=USER_ID),
+    },
+    "/admin/v1/users/{user_id}/sessions/{session_id}": {"delete": _admin(
+        "End one session of the user (idempotent)", {"204": {"description": "ended"}, "404": NOT_FOUND},
+        parameters=[*USER_ID, _path("session_id")],
+    )},
+    "/admin/v1/clients": {
+        "get": _admin("Registered clients, in registration order", {
+            "200": _json("a page of clients", "ClientPage"), **BAD_QUERY}, parameters=PAGE),
+        "post": _admin("Register a client; its secret is in this answer only", {
+            "201": _json("the client and its secret", "Client")}, body="NewClient"),
+    },
+    "/admin/v1/clients/{client_id}": {
+        "get": _admin("A registered client (never its secret)", {"200": _json("the client", "Client"),
+                                                                  "404": NOT_FOUND},
+                      parameters=[_path("client_id")]),
+        "patch": _admin(
+            "Change the registration and/or rotate the secret (the new one is in this answer only)", {
+                "200": _json("the client", "Client"), "404": NOT_FOUND,
+                "409": _error("the client is disabled, or public (no secret to rotate)")},
+            parameters=[_path("client_id")], body="ClientPatch",
+        ),
+        "delete": _admin("Disable the client and end its sessions (idempotent; the id is never reused)", {
+            "204": {"description": "disabled"}, "404": NOT_FOUND}, parameters=[_path("client_id")]),
+    },
+    "/admin/v1/audit": {"get": _admin(
+        "Audit events, newest first", {"200": _json("a page of events", "AuditEventPage"), **BAD_QUERY},
+        parameters=[
+            _query("user_id", "events about this user", {"type": "string", "format": "uuid"}),
+            _query("client_id", "events of this client (or about it, for client.* events)"),
+            _query("type", "one event type", {"enum": list(audit.TYPES)}),
+            _query("since", "ISO 8601 time with a zone, inclusive", {"type": "string", "format": "date-time"}),
+            _query("until", "ISO 8601 time with a zone, exclusive", {"type": "string", "format": "date-time"}),
+            *PAGE,
+        ],
+    )},
+}
 
 PATHS: dict[str, Any] = {
     "/": {"get": {"summary": "Service index", "responses": {"200": {"description": "name, version, links"}}}},
     "/api/v1/auth/register": {
         "post": {
+            "operationId": "register",
             "summary": "Create a user",
             "requestBody": _body("Register"),
             "responses": {
-                "201": _json("created", "User"),
+                "201": {**_json("created", "User"), "links": LOGIN},
+                "202": _json("AUTH_REGISTRATION_ENUMERATION_SAFE: accepted, the outcome is mailed", "Accepted"),
+                "408": TIMED_OUT,
                 "409": _error("username or email taken"),
-                "413": _error("body too large"),
-                "415": _error("not JSON"),
+                "413": TOO_LARGE,
+                "415": NOT_JSON,
                 "422": INVALID,
                 "429": LIMITED,
-                "503": _error("overloaded; see Retry-After"),
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/token": {
         "post": {
+            "operationId": "token",
             "summary": "OAuth2 token endpoint: password grant (login) or refresh_token grant",
             "requestBody": _body("TokenForm", FORM),
             "responses": {
-                "200": _json("a new token pair", "TokenPair"),
-                "401": _error("Incorrect username or password; or an invalid refresh token"),
-                "415": _error("not a form"),
+                "200": {**_json("a new token pair", "TokenPair"), "links": WITH_PAIR},
+                "401": {**_error("Incorrect username or password; or an invalid refresh token"), "headers": CHALLENGE},
+                "403": _error("email_not_verified (AUTH_REQUIRE_VERIFIED_EMAIL), only after the right password"),
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_FORM,
                 "422": INVALID,
                 "429": LIMITED,
-                "503": _error("password checks overloaded; see Retry-After"),
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/refresh": {
         "post": {
+            "operationId": "refresh",
             "summary": "Rotate a refresh token; reuse of a used one revokes its whole session",
             "requestBody": _body("RefreshRequest"),
             "responses": {
-                "200": _json("a new token pair", "TokenPair"),
-                "401": _error("unknown, expired, revoked or reused refresh token"),
-                "415": _error("not JSON"),
+                "200": {**_json("a new token pair", "TokenPair"), "links": WITH_PAIR},
+                "401": {**_error("unknown, expired, revoked or reused refresh token"), "headers": CHALLENGE},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_JSON,
                 "422": INVALID,
                 "429": LIMITED,
+                "503": UNAVAILABLE,
             },
         }
     },
     "/api/v1/auth/revoke": {
         "post": {
+            "operationId": "revoke",
             "summary": "End the session a token belongs to (RFC 7009; idempotent)",
             "requestBody": {
                 "required": True,
@@ -235,32 +519,56 @@ PATHS: dict[str, Any] = {
                     FORM: {"schema": _ref("TokenParam")},
                 },
             },
-            "responses": {"204": {"description": "revoked, or nothing to revoke"}, "422": INVALID},
+            "responses": {
+                "204": {"description": "revoked, or nothing to revoke"},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": _error("neither JSON nor a form"),
+                "422": INVALID,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/logout-all": {
         "post": {
             "summary": "End every session of the caller",
             "security": BEARER,
-            "responses": {"204": {"description": "all sessions ended"}, "401": UNAUTHORIZED},
+            "responses": {
+                "204": {"description": "all sessions ended"},
+                "401": UNAUTHORIZED,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/me": {
         "get": {
             "summary": "The caller",
             "security": BEARER,
-            "responses": {"200": _json("the user", "User"), "401": UNAUTHORIZED},
+            "responses": {
+                "200": _json("the user", "User"),
+                "401": UNAUTHORIZED,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
+            },
         }
     },
     "/api/v1/auth/introspect": {
         "post": {
+            "operationId": "introspect",
             "summary": "RFC 7662 token introspection for resource servers",
             "security": [{"introspectionBasic": []}, {"introspectionBearer": []}],
             "requestBody": _body("TokenParam", FORM),
             "responses": {
                 "200": _json("token state", "Introspection"),
-                "401": _error("caller without the introspection secret"),
+                "401": {**_error("caller without the introspection secret"), "headers": CHALLENGE},
+                "408": TIMED_OUT,
+                "413": TOO_LARGE,
+                "415": NOT_FORM,
                 "422": INVALID,
+                "429": LIMITED,
+                "503": UNAVAILABLE,
             },
         }
     },
@@ -306,6 +614,102 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/v1/auth/password": {
+        "post": {
+            "summary": "Change the caller's password; every other session of theirs ends",
+            "security": BEARER,
+            "requestBody": _body("PasswordChange"),
+            "responses": {
+                "204": {"description": "changed; the calling session stays, every other one is ended"},
+                "401": UNAUTHORIZED,
+                "403": _error("wrong_password: the current password is incorrect"),
+                "409": _error("the password was changed meanwhile"),
+                "415": _error("not JSON"),
+                "422": _error("invalid body, or weak_password: too short, too common or breached"),
+                "429": LIMITED,
+                "503": _error("overloaded, or the breach check is unavailable (fail-closed); see Retry-After"),
+            },
+        }
+    },
+    "/api/v1/auth/password-reset": {
+        "post": {
+            "summary": "Mail a reset link: one answer, in one time, whether or not the address has an account",
+            "requestBody": _body("PasswordResetRequest"),
+            "responses": {
+                "202": _json("accepted", "Accepted"),
+                "415": _error("not JSON"),
+                "422": INVALID,
+                "429": LIMITED,
+            },
+        }
+    },
+    "/api/v1/auth/password-reset/confirm": {
+        "post": {
+            "summary": "Set a new password with the token from a reset link; every session of the user ends",
+            "requestBody": _body("PasswordResetConfirm"),
+            "responses": {
+                "204": {"description": "the password is set"},
+                "404": _error("invalid_token: unknown, used, expired or superseded by a newer link"),
+                "415": _error("not JSON"),
+                "422": _error("invalid body, or weak_password"),
+                "429": LIMITED,
+                "503": _error("overloaded, or the breach check is unavailable (fail-closed); see Retry-After"),
+            },
+        }
+    },
+    "/api/v1/auth/verify-email": {
+        "post": {
+            "summary": "Confirm the email address with the token from a verification link",
+            "requestBody": _body("VerifyEmail"),
+            "responses": {
+                "204": {"description": "confirmed"},
+                "404": _error("invalid_token: unknown, used, expired, superseded, or the address changed"),
+                "415": _error("not JSON"),
+                "422": INVALID,
+                "429": LIMITED,
+            },
+        }
+    },
+    "/api/v1/auth/verify-email/resend": {
+        "post": {
+            "summary": "Mail a new verification link to the caller (older links stop working)",
+            "security": BEARER,
+            "responses": {"202": _json("accepted", "Accepted"), "401": UNAUTHORIZED, "429": LIMITED},
+        }
+    },
+    "/api/v1/auth/sessions": {
+        "get": {
+            "summary": "The caller's active sessions",
+            "security": BEARER,
+            "responses": {"200": _json("sessions, most recently used first", "Sessions"), "401": UNAUTHORIZED},
+        }
+    },
+    "/api/v1/auth/sessions/{session_id}": {
+        "delete": {
+            "summary": "End one of the caller's own sessions (idempotent)",
+            "security": BEARER,
+            "parameters": [
+                {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+            ],
+            "responses": {
+                "204": {"description": "ended (or already ended)"},
+                "401": UNAUTHORIZED,
+                "404": _error("no session of the caller has this id"),
+            },
+        }
+    },
+    "/account/reset-password": {
+        "get": {
+            "summary": "The page the default reset link opens (token in the URL fragment)",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }
+    },
+    "/account/verify-email": {
+        "get": {
+            "summary": "The page the default verification link opens (token in the URL fragment)",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }
+    },
     "/.well-known/jwks.json": {
         "get": {"summary": "Every accepted signing key", "responses": {"200": _json("JWKS", "JWKS")}}
     },
@@ -324,6 +728,7 @@ PATHS: dict[str, Any] = {
     },
     "/health/startup": {"get": {"responses": {"200": _json("started", "Health")}}},
     "/openapi.json": {"get": {"responses": {"200": {"description": "this document"}}}},
+    **ADMIN_PATHS,
     "/metrics": {
         "get": {
             "summary": "Prometheus metrics (text exposition format); keep it off the public ingress",
@@ -338,7 +743,8 @@ DOCUMENT: dict[str, Any] = {
         "title": "authsvc",
         "version": __version__,
         "description": "Authentication service and OAuth 2.0 authorization server (docs/oauth.md). "
-        "Errors are JSON {error, error_description, detail}.",
+        "Errors are JSON {error, error_description, detail}; any route may also answer "
+        "404/405 for a wrong path or method, and 500 `internal_error` for a bug.",
     },
     "paths": PATHS,
     "components": {
@@ -348,6 +754,12 @@ DOCUMENT: dict[str, Any] = {
             "introspectionBasic": {"type": "http", "scheme": "basic"},
             "clientBasic": {"type": "http", "scheme": "basic", "description": "client_secret_basic"},
             "introspectionBearer": {"type": "http", "scheme": "bearer"},
+            "adminClient": {
+                "type": "oauth2",
+                "description": "a client-credentials access token with the admin scope (docs/admin.md)",
+                "flows": {"clientCredentials": {"tokenUrl": "/oauth2/token",
+                                                "scopes": {"admin": "the admin API"}}},
+            },
         },
     },
 }

@@ -64,6 +64,8 @@ class Limiter:
             "token_user": parse(settings.rate_limit_token_per_user),
             "refresh": parse(settings.rate_limit_refresh),
             "introspect": parse(settings.rate_limit_introspect),
+            "password_reset": parse(settings.rate_limit_password_reset),  # reset requests, verification resends
+            "password_reset_address": parse(settings.rate_limit_password_reset_per_address),
             "client": parse(settings.rate_limit_client),  # per client id: each client authentication
         }
         self.store = store

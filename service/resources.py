@@ -8,10 +8,13 @@ from typing import Any, TypedDict
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from starlette.requests import Request
 
+from service.audit import Log
 from service.cache import Cache
 from service.config import Settings
 from service.keys import Keyring, KeySet
+from service.mail import Sender, Templates
 from service.passwords import Hasher
+from service.policy import BreachCheck
 from service.ratelimit import Limiter
 from service.store import Store
 from service.tokens import Verifier
@@ -28,6 +31,10 @@ class Resources:
     store: Store  # Redis, or this process's memory when AUTH_REDIS_URL is unset
     limiter: Limiter
     cache: Cache
+    audit: Log  # writes events that have no transaction of their own (failed logins); keys of hashes, cursors
+    sender: Sender  # the outbox's sender loop; wake() it after committing a mail
+    templates: Templates
+    breach: BreachCheck
     keys: KeySet = dataclasses.field(init=False)
     verifier: Verifier = dataclasses.field(init=False)
     jwks: bytes = dataclasses.field(init=False)

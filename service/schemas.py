@@ -15,8 +15,11 @@ from email_validator import EmailNotValidError, validate_email
 from starlette.datastructures import FormData
 
 from service import clients, errors, passwords
-from service.db.models import User
+from service.db.models import Session, User
 
+# PostgreSQL text cannot hold NUL (a NUL in a login name was a 500); msgspec already refuses lone
+# surrogates in JSON, and form values are checked for both by _field
+TEXT = r"^[^\x00]*$"
 Username = Annotated[
     str,
     msgspec.Meta(
@@ -24,17 +27,59 @@ Username = Annotated[
         description="3 to 50 of A-Z a-z 0-9 _ . -; unique case-insensitively",
     ),
 ]
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, description="an email address; unique")]
-Password = Annotated[
-    str, msgspec.Meta(min_length=8, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)")
+# email_validator's bounds: "a@b.c" to 254 characters; it also wants a dot and a real top-level domain
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=5, max_length=254, extra_json_schema={"format": "email"},
+        description="an email address; unique. The domain needs a dot and a real top-level domain; RFC 6761's "
+        "special-use names (.test, .local, .localhost, .invalid, .onion, .arpa) are refused",
+    ),
 ]
-OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+# JSON Schema counts characters, bcrypt bytes: maxLength is exact for ASCII, and passwords.encode
+# refuses more than 72 bytes of UTF-8 whatever the characters
+PASSWORD_SCHEMA = {"format": "password", "maxLength": passwords.MAX_BYTES}
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=8, pattern=TEXT, description="8+ characters, at most 72 bytes of UTF-8 (never truncated)",
+        extra_json_schema=PASSWORD_SCHEMA,
+    ),
+]
+TOKEN_MAX_LENGTH = 2048
+OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=TOKEN_MAX_LENGTH, pattern=TEXT)]
+LOGIN_MAX_LENGTH = 320  # the form's username: a username or an email address
 
 
 class Register(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
     email: Email
     password: Password
+
+
+NOT_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+CurrentPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=NOT_NUL)]
+LinkToken = Annotated[
+    str, msgspec.Meta(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_-]+$", description="the token from the link")
+]
+
+
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: CurrentPassword
+    new_password: Password
+
+
+class PasswordResetRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+
+
+class PasswordResetConfirm(msgspec.Struct, forbid_unknown_fields=True):
+    token: LinkToken
+    new_password: Password
+
+
+class VerifyEmail(msgspec.Struct, forbid_unknown_fields=True):
+    token: LinkToken
 
 
 class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,18 +125,63 @@ def parse_register(body: bytes) -> Register:
     return Register(username=data.username, email=email, password=data.password)
 
 
+def _email(raw: str) -> str:
+    try:
+        return validate_email(raw, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise errors.InvalidRequest(f"email: {exc}") from None
+
+
+def _new_password(password: str) -> None:
+    if "\x00" in password:  # as every other text field: a NUL is refused, not hashed
+        raise errors.InvalidRequest("new_password holds a NUL character")
+    passwords.encode(password)  # > 72 bytes: PasswordTooLong
+
+
+def parse_password_change(body: bytes) -> PasswordChange:
+    data: PasswordChange = _decode(body, PasswordChange)
+    _new_password(data.new_password)
+    return data
+
+
+def parse_password_reset(body: bytes) -> PasswordResetRequest:
+    data: PasswordResetRequest = _decode(body, PasswordResetRequest)
+    return PasswordResetRequest(email=_email(data.email))
+
+
+def parse_password_reset_confirm(body: bytes) -> PasswordResetConfirm:
+    data: PasswordResetConfirm = _decode(body, PasswordResetConfirm)
+    _new_password(data.new_password)
+    return data
+
+
+def parse_verify_email(body: bytes) -> VerifyEmail:
+    data: VerifyEmail = _decode(body, VerifyEmail)
+    return data
+
+
 def parse_refresh(body: bytes) -> RefreshRequest:
     data: RefreshRequest = _decode(body, RefreshRequest)
     return data
 
 
-def _field(form: FormData, name: str, *, max_length: int = 2048) -> str:
+def _field(form: FormData, name: str, *, max_length: int = TOKEN_MAX_LENGTH) -> str:
     value = form.get(name)
     if not isinstance(value, str) or value == "":
         raise errors.InvalidRequest(f"form field `{name}` is required")
     if len(value) > max_length:
         raise errors.InvalidRequest(f"form field `{name}` is longer than {max_length} characters")
+    if "\x00" in value or not _encodable(value):
+        raise errors.InvalidRequest(f"form field `{name}` holds a NUL or a lone surrogate, which text cannot")
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def parse_token_form(form: FormData) -> PasswordGrant | RefreshGrant:
@@ -125,17 +215,15 @@ def parse_oauth_token_form(form: FormData) -> PasswordGrant | RefreshGrant | Cli
 
 def _password_grant(form: FormData) -> PasswordGrant:
     password = _field(form, "password", max_length=1024)
-    passwords.encode(password)
-    return PasswordGrant(username=_field(form, "username", max_length=320), password=password)
+    passwords.encode(password)  # > 72 bytes: PasswordTooLong
+    return PasswordGrant(username=_field(form, "username", max_length=LOGIN_MAX_LENGTH), password=password)
 
 
 def _optional(form: FormData, name: str, *, max_length: int = 2048) -> str | None:
     value = form.get(name)
     if not isinstance(value, str) or value == "":
         return None
-    if len(value) > max_length:
-        raise errors.InvalidRequest(f"form field `{name}` is longer than {max_length} characters")
-    return value
+    return _field(form, name, max_length=max_length)
 
 
 def parse_token_param(form: FormData) -> str:
@@ -149,7 +237,20 @@ def shape_user(user: User) -> dict[str, Any]:
         "username": user.username,
         "email": user.email,
         "is_active": user.is_active,
+        "email_verified": user.email_verified_at is not None,
         "created_at": _iso(user.created_at),
+    }
+
+
+def shape_session(session: Session, *, current: bool) -> dict[str, Any]:
+    return {
+        "id": str(session.id),
+        "created_at": _iso(session.created_at),
+        "last_used_at": _iso(session.last_used_at),
+        "expires_at": _iso(session.expires_at),
+        "user_agent": session.user_agent,
+        "client_ip": session.client_ip,
+        "current": current,
     }
 
 

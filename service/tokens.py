@@ -26,6 +26,7 @@ REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti", "iss", "aud"]
 ANY_TOKEN_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud", "client_id"]
 TYPE = "at+jwt"  # RFC 9068 §2.1
 NO_CLIENT = "direct"  # the client_id of user tokens obtained without a registered client
+CLOCK_SKEW = 30  # seconds an `iat` may lie ahead of the verifier's clock (replicas' clocks differ a little)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +105,8 @@ def decode(
         raise errors.InvalidToken() from None
     if not isinstance(claims["exp"], int) or claims["exp"] <= now.timestamp():  # the caller's clock
         raise errors.InvalidToken("Token has expired")
+    if not isinstance(claims["iat"], int) or claims["iat"] > now.timestamp() + CLOCK_SKEW:
+        raise errors.InvalidToken("Token issued in the future")  # not by us, or a clock far off
     return claims
 
 

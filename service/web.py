@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Awaitable, Callable
 
+import anyio
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
@@ -87,10 +89,73 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-class NoStore:
-    """RFC 6749 §5.1: responses carrying tokens or credentials must not be cached."""
+class BodyTimeout:
+    """Refuse (408) a body not received in full within ``timeout`` seconds of the request's headers.
 
-    def __init__(self, app: ASGIApp, prefix: tuple[str, ...] = ("/api/", OAUTH_PREFIX)) -> None:
+    uvicorn waits for a body as long as bytes trickle in; a few slow clients would hold connections,
+    and the memory of their half-read requests, for ever.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app, self.timeout = app, timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = anyio.current_time() + self.timeout
+        complete = False
+
+        async def bounded() -> Message:
+            nonlocal complete
+            if complete:  # later receives wait for a disconnect, which may take as long as it takes
+                return await receive()
+            try:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    message = await receive()
+            except TimeoutError:
+                raise errors.RequestTimeout(f"request body not received within {self.timeout:g}s") from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+class LastResort:
+    """Answers an exception that no exception handler took with ``handler``'s response, and ends there.
+
+    Starlette's outermost error middleware re-raises after its 500, so uvicorn logged the traceback a
+    second time and closed the keep-alive connection under the client. Once a response has started,
+    the exception still propagates: half an answer is out, and only closing the connection is honest.
+    """
+
+    def __init__(self, app: ASGIApp, handler: Callable[[Request, Exception], Awaitable[Response]]) -> None:
+        self.app, self.handler = app, handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            response = await self.handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
+class NoStore:
+    """RFC 6749 §5.1: responses carrying tokens or credentials (or, on /admin/, personal data) must not be cached."""
+
+    def __init__(self, app: ASGIApp, prefix: tuple[str, ...] = ("/api/", OAUTH_PREFIX, "/admin/")) -> None:
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

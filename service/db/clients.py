@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Client, Session
@@ -31,6 +31,22 @@ async def by_id(db: AsyncSession, client_id: str) -> Client | None:
 
 async def every(db: AsyncSession) -> list[Client]:
     return list((await db.execute(select(Client).order_by(Client.created_at, Client.id))).scalars())
+
+
+async def page(db: AsyncSession, *, after: tuple[dt.datetime, str] | None, limit: int) -> list[Client]:
+    """Oldest first, the order ``every`` lists them in; ``after`` is the last of the previous page."""
+    query = select(Client)
+    if after is not None:
+        query = query.where(tuple_(Client.created_at, Client.id) > tuple_(*after))
+    return list((await db.execute(query.order_by(Client.created_at, Client.id).limit(limit))).scalars())
+
+
+async def update_client(db: AsyncSession, client_id: str, values: dict[str, object]) -> bool:
+    """Change an enabled client's registration (name, grants, scopes, audiences, token lifetime)."""
+    result = await db.execute(
+        update(Client).where(Client.id == client_id, Client.disabled_at.is_(None)).values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def disable(db: AsyncSession, client_id: str, now: dt.datetime) -> bool:

@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import tokens
@@ -153,18 +153,19 @@ async def revoke(db: AsyncSession, session_id: uuid.UUID, *, now: dt.datetime, r
 class Owner:
     session_id: uuid.UUID
     client_id: str | None
+    user_id: uuid.UUID | None = None
 
 
 async def owner(db: AsyncSession, token: str) -> Owner | None:
     """The session a refresh token (used or not) belongs to, and the client it was granted to."""
     row = (
         await db.execute(
-            select(Session.id, Session.client_id)
+            select(Session.id, Session.client_id, Session.user_id)
             .join(RefreshToken, RefreshToken.session_id == Session.id)
             .where(RefreshToken.token_hash == tokens.digest(token))
         )
     ).one_or_none()
-    return Owner(row[0], row[1]) if row else None
+    return Owner(row[0], row[1], row[2]) if row else None
 
 
 async def client_of(db: AsyncSession, session_id: uuid.UUID) -> Owner | None:
@@ -172,12 +173,50 @@ async def client_of(db: AsyncSession, session_id: uuid.UUID) -> Owner | None:
     return Owner(row[0], row[1]) if row else None
 
 
-async def revoke_all(db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime) -> list[uuid.UUID]:
+async def revoke_all(
+    db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime, reason: str = "logout-all"
+) -> list[uuid.UUID]:
     result = await db.execute(
         update(Session)
         .where(Session.user_id == user_id, Session.revoked_at.is_(None))
-        .values(revoked_at=now, revoke_reason="logout-all")
+        .values(revoked_at=now, revoke_reason=reason)
         .returning(Session.id)
+    )
+    return list(result.scalars())
+
+
+async def revoke_others(db: AsyncSession, user_id: uuid.UUID, *, keep: uuid.UUID, now: dt.datetime) -> list[uuid.UUID]:
+    """After a password change: every session of the user but the caller's."""
+    result = await db.execute(
+        update(Session)
+        .where(Session.user_id == user_id, Session.revoked_at.is_(None), Session.id != keep)
+        .values(revoked_at=now, revoke_reason="password-change")
+        .returning(Session.id)
+    )
+    return list(result.scalars())
+
+
+async def revoke_own(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, *, now: dt.datetime) -> bool:
+    """End the user's session ``session_id``; True if it is theirs (ended now or before), False if not."""
+    owner = (
+        await db.execute(select(Session.user_id).where(Session.id == session_id).with_for_update())
+    ).scalar_one_or_none()
+    if owner != user_id:
+        return False
+    await revoke(db, session_id, now=now, reason="ended-by-user")
+    return True
+
+
+async def active(db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime, idle_since: dt.datetime) -> list[Session]:
+    """The user's sessions that could still refresh: not ended, not past their lifetime, used since
+    ``idle_since`` (the refresh-token lifetime ago: older ones hold no live token). Newest use first."""
+    result = await db.execute(
+        select(Session)
+        .where(
+            Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now,
+            Session.last_used_at > idle_since,
+        )
+        .order_by(Session.last_used_at.desc(), Session.created_at.desc())
     )
     return list(result.scalars())
 
@@ -213,3 +252,29 @@ async def live_refresh(db: AsyncSession, token: str, *, now: dt.datetime) -> Ref
         return None
     created_at, expires_at, session_id, client_id, scope, user = row
     return RefreshInfo(user, session_id, created_at, expires_at, client_id, _scope(scope))
+
+
+async def live_of_user(
+    db: AsyncSession, user_id: uuid.UUID, *, now: dt.datetime, before: tuple[dt.datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Session]:
+    """The user's sessions that have not ended, newest first; ``before`` is the last of the previous page."""
+    query = select(Session).where(
+        Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
+    )
+    if before is not None:
+        query = query.where(tuple_(Session.created_at, Session.id) < tuple_(*before))
+    query = query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit)
+    return list((await db.execute(query)).scalars())
+
+
+async def revoke_of_user(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, *, now: dt.datetime, reason: str
+) -> bool | None:
+    """End one session of this user: True if it ended now, False if it had already, None if it is not theirs."""
+    found = (
+        await db.execute(select(Session.revoked_at).where(Session.id == session_id, Session.user_id == user_id))
+    ).one_or_none()
+    if found is None:
+        return None
+    return await revoke(db, session_id, now=now, reason=reason)

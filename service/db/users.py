@@ -7,9 +7,10 @@ import unicodedata
 import uuid
 from typing import NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from service import errors
 from service.db.models import Session, User
@@ -42,6 +43,12 @@ async def by_login(session: AsyncSession, login: str) -> User | None:
     result = await session.execute(
         select(User).where(exact | (email == folded)).order_by(exact.desc()).limit(1)
     )
+    return result.scalar_one_or_none()
+
+
+async def by_email(session: AsyncSession, email: str, *, for_update: bool = False) -> User | None:
+    query = select(User).where(func.lower(User.email) == email.lower())
+    result = await session.execute(query.with_for_update() if for_update else query)
     return result.scalar_one_or_none()
 
 
@@ -111,6 +118,10 @@ async def set_active(session: AsyncSession, user_id: uuid.UUID, *, active: bool,
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def set_password(session: AsyncSession, user_id: uuid.UUID, new_hash: str, now: dt.datetime) -> None:
+    await session.execute(update(User).where(User.id == user_id).values(password_hash=new_hash, updated_at=now))
+
+
 async def replace_hash(
     session: AsyncSession, user_id: uuid.UUID, old_hash: str, new_hash: str, now: dt.datetime
 ) -> bool:
@@ -120,4 +131,69 @@ async def replace_hash(
         .where(User.id == user_id, User.password_hash == old_hash)
         .values(password_hash=new_hash, updated_at=now)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def search_key(column: InstrumentedAttribute[str], dialect: str) -> ColumnElement[str]:
+    """``lower(column)`` in byte order: what ix_users_username_search and ix_users_email_search index on
+    PostgreSQL (``COLLATE "C"``); SQLite compares bytes already and indexes ``lower()`` itself."""
+    lowered = func.lower(column)
+    return lowered.collate("C") if dialect == "postgresql" else lowered
+
+
+def prefix_range(prefix: str) -> tuple[str, str | None]:
+    """[low, high) of the strings that start with ``prefix``, in byte order (which for UTF-8 is code point
+    order): high is the prefix with its last character incremented; None when there is no such string."""
+    stem = prefix
+    while stem:
+        last = ord(stem[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:  # surrogates are no characters: the next one is U+E000
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix, stem[:-1] + chr(last)
+        stem = stem[:-1]
+    return prefix, None
+
+
+async def search(
+    session: AsyncSession, *, prefix: str | None, active: bool | None, after: str | None, limit: int
+) -> list[User]:
+    """Users whose username or email starts with ``prefix`` (case-insensitively), in the order of their
+    lowered username (unique: a total order for keyset pages); ``after`` is the last one of the previous
+    page. Each condition is a range on its index: the list is an ordered index scan that stops after
+    ``limit`` rows; a prefix reads the matches of both indexes (a bitmap OR), then takes the first ones.
+    """
+    dialect = session.get_bind().dialect.name
+    name = search_key(User.username, dialect)
+    query = select(User)
+    if prefix:
+        low, high = prefix_range(prefix.lower())
+        email = search_key(User.email, dialect)
+        by_name, by_email = name >= low, email >= low
+        if high is not None:
+            by_name, by_email = by_name & (name < high), by_email & (email < high)
+        query = query.where(by_email if "@" in prefix else by_name | by_email)  # usernames hold no "@"
+    if active is not None:
+        query = query.where(User.is_active.is_(active))
+    if after is not None:
+        query = query.where(name > after)
+    query = query.order_by(name).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+def order_key(user: User) -> str:
+    """The keyset position of a user in ``search``: its lowered username, as PostgreSQL lowers it (ASCII)."""
+    return user.username.lower()
+
+
+async def set_email(session: AsyncSession, user_id: uuid.UUID, email: str, now: dt.datetime) -> None:
+    try:
+        await session.execute(update(User).where(User.id == user_id).values(email=email, updated_at=now))
+    except IntegrityError as exc:
+        raise errors.EmailTaken(email) from exc
+
+
+async def delete_user(session: AsyncSession, user_id: uuid.UUID) -> bool:
+    """Delete the user; its sessions and refresh tokens go with it (ON DELETE CASCADE)."""
+    result = await session.execute(delete(User).where(User.id == user_id))
     return bool(result.rowcount)  # type: ignore[attr-defined]

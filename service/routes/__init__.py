@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from service.routes import auth, health, meta, oauth
+from service.routes import account, admin, auth, health, meta, oauth
 
-ALL: list[Route] = [*meta.ROUTES, *oauth.ROUTES, *auth.ROUTES, *health.ROUTES]
+ALL: list[Route] = [*meta.ROUTES, *oauth.ROUTES, *auth.ROUTES, *account.ROUTES, *admin.ROUTES, *health.ROUTES]

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import clients, errors, metrics, ratelimit, schemas, tokens, web
+from service import audit, clients, errors, lifecycle, metrics, ratelimit, schemas, tokens, web
 from service.db import sessions, users
 from service.db.models import User
 from service.resources import Resources, resources
@@ -40,14 +40,10 @@ async def register(request: Request) -> JSONResponse:
     res = resources(request)
     await _limit(res, _ip(res, request), "ip", "register")
     data = schemas.parse_register(await web.json_body(request))
-    res.hasher.admit()  # shed an overload before the query, not after it
-    async with res.sessions() as db:  # cheap check first: no bcrypt for a name that is taken
-        await users.check_available(db, data.username, data.email)
-    password_hash = await res.hasher.hash(data.password)  # no connection held meanwhile
-    async with res.sessions.begin() as db:
-        user = await users.create(
-            db, username=data.username, email=data.email, password_hash=password_hash, now=utcnow()
-        )
+    if res.settings.registration_enumeration_safe:  # one answer whether or not a name is taken
+        await lifecycle.register_quietly(res, data)
+        return JSONResponse(lifecycle.ACCEPTED, status_code=202)
+    user = await lifecycle.register(res, data)  # with its verification mail
     return JSONResponse(schemas.shape_user(user), status_code=201)
 
 
@@ -58,7 +54,7 @@ async def token(request: Request) -> JSONResponse:
     grant = schemas.parse_token_form(await web.form_body(request))
     if isinstance(grant, schemas.RefreshGrant):
         await res.limiter.hit("refresh", ip or "-")
-        return _old_shape(await rotate(res, grant.refresh_token))
+        return _old_shape(await rotate(res, grant.refresh_token, request=request))
     # the old route knows no clients and ignores `scope`, as the old app did
     granted = clients.password_grant(res.settings, None, None)
     return _old_shape(await password_login(res, request, grant, ip, granted))
@@ -86,8 +82,10 @@ async def password_login(
     checked = await res.hasher.verify(grant.password, user.password_hash if user else None)
     if user is None or not checked.ok or not user.is_active:
         await res.limiter.login_failed(account, ip)
+        await res.audit.write(_login_failed(res, request, grant.username, user, checked.ok, granted))
         raise errors.InvalidCredentials()  # one answer for unknown user, wrong password, inactive
     await res.limiter.login_succeeded(account, ip)
+    lifecycle.check_login(res, user)  # an unverified address, only now that the password is proven
     # another cost, or a hash of the password before NFKC normalisation: store the current form
     rehashed = await res.hasher.hash(grant.password) if checked.rehash else None
     now = utcnow()
@@ -99,21 +97,38 @@ async def password_login(
             max_age=res.settings.session_max_age, user_agent=request.headers.get("user-agent"), client_ip=ip,
             client_id=granted.client_id, scope=granted.scope,
         )
+        await audit.record(db, audit.LOGIN_SUCCEEDED, actor=audit.Actor.user(user.id),
+                           subject=audit.Subject.session(started.session_id), user_id=user.id,
+                           client_id=granted.client_id, request=request, now=now)
     if rehashed:
         await res.cache.forget_user(user.id)
     return _token_body(res, user, started, now, granted)
+
+
+def _login_failed(
+    res: Resources, request: Request, name: str, user: User | None, password_ok: bool, granted: clients.Grant
+) -> dict[str, Any]:
+    """The event of a refused login: the account when the name is one, else the name as a keyed hash."""
+    if user is None:
+        details = {"reason": "unknown_user", "name_hash": res.audit.name_hash(name)}
+    else:
+        details = {"reason": "wrong_password" if not password_ok else "inactive"}
+    return audit.event(
+        audit.LOGIN_FAILED, actor=audit.ANONYMOUS, subject=audit.Subject.user(user.id) if user else None,
+        client_id=granted.client_id, request=request, details=details,
+    )
 
 
 async def refresh(request: Request) -> JSONResponse:
     res = resources(request)
     await _limit(res, _ip(res, request), "ip", "refresh")
     data = schemas.parse_refresh(await web.json_body(request))
-    return _old_shape(await rotate(res, data.refresh_token))
+    return _old_shape(await rotate(res, data.refresh_token, request=request))
 
 
 async def rotate(
     res: Resources, refresh_token: str, client: clients.Client | None = None,
-    scope: frozenset[str] | None = None,
+    scope: frozenset[str] | None = None, *, request: Request | None = None,
 ) -> dict[str, Any]:
     """The refresh grant, for every route: rotate, then check the token was the caller's to use."""
     now = utcnow()
@@ -124,6 +139,12 @@ async def rotate(
         )
         if isinstance(outcome, sessions.Refused):
             raise errors.InvalidGrant()  # rolls back: the token stays as it was
+        if isinstance(outcome, sessions.Reused):  # recorded with the revocation it caused
+            await audit.record(
+                db, audit.REFRESH_REUSE, actor=audit.Actor.client(client.id) if client else audit.ANONYMOUS,
+                subject=audit.Subject.session(outcome.session_id), user_id=outcome.user_id, request=request,
+                now=now,
+            )
         if isinstance(outcome, sessions.Rotated):  # another client's token, or a wider scope: rolls back too
             granted = clients.refresh_grant(res.settings, client, outcome.client_id, outcome.scope, scope)
     if isinstance(outcome, sessions.Reused):  # committed: the family is revoked
@@ -161,15 +182,17 @@ async def revoke(request: Request) -> Response:
         token = schemas.parse_refresh(await request.body()).refresh_token
     else:
         token = schemas.parse_token_param(await web.form_body(request))
-    await revoke_token(res, token, utcnow())
+    await revoke_token(res, token, utcnow(), request=request)
     return Response(status_code=204)
 
 
 async def revoke_token(
-    res: Resources, token: str, now: dt.datetime, check: Callable[[str | None], None] | None = None
+    res: Resources, token: str, now: dt.datetime, check: Callable[[str | None], None] | None = None, *,
+    request: Request | None = None, client: clients.Client | None = None,
 ) -> None:
     """End the session a refresh or access token belongs to, for both revoke routes. ``check`` is
-    handed the client the session was granted to (None: no registered client) and may refuse."""
+    handed the client the session was granted to (None: no registered client) and may refuse.
+    ``client`` is the client that authenticated, if one did (the actor of the logout event)."""
     async with res.sessions.begin() as db:
         if token.count(".") == 2:  # an access token: end the session it belongs to
             try:
@@ -178,14 +201,19 @@ async def revoke_token(
                 return
             session_id, client_id = claims.session_id, claims.raw.get("client_id", tokens.NO_CLIENT)
             owner: str | None = None if client_id == tokens.NO_CLIENT else str(client_id)
+            user_id: uuid.UUID | None = claims.user_id
         else:
             found = await sessions.owner(db, token)
             if found is None:
                 return
-            session_id, owner = found.session_id, found.client_id
+            session_id, owner, user_id = found.session_id, found.client_id, found.user_id
         if check is not None:
             check(owner)
-        await sessions.revoke(db, session_id, now=now, reason="revoked")
+        if await sessions.revoke(db, session_id, now=now, reason="revoked"):
+            holder = audit.Actor.user(user_id) if user_id else audit.ANONYMOUS  # whoever held the token
+            await audit.record(db, audit.LOGOUT, actor=audit.Actor.client(client.id) if client else holder,
+                               subject=audit.Subject.session(session_id), user_id=user_id, client_id=owner,
+                               request=request, now=now)
     await res.cache.revoke([session_id])
 
 
@@ -198,6 +226,9 @@ async def logout_all(request: Request) -> Response:
         if await users.with_live_session(db, claims.user_id, claims.session_id, now) is None:
             raise errors.InvalidToken()
         ended = await sessions.revoke_all(db, claims.user_id, now=now)
+        await audit.record(db, audit.LOGOUT_ALL, actor=audit.Actor.user(claims.user_id),
+                           subject=audit.Subject.user(claims.user_id), request=request, now=now,
+                           details={"sessions_ended": len(ended)})
     await res.cache.revoke(ended)
     return Response(status_code=204)
 
@@ -302,7 +333,10 @@ async def describe(res: Resources, token: str, now: dt.datetime, *, access_type:
         user = await _current_user(res, claims, now)
         if user is None:
             return inactive
-        return {**common, "username": user["username"], "sid": str(claims.session_id)}
+        return {
+            **common, "username": user["username"], "sid": str(claims.session_id),
+            "email_verified": user.get("email_verified", False),
+        }
     async with res.sessions() as db:
         info = await sessions.live_refresh(db, token, now=now)
     if info is None:

@@ -96,7 +96,7 @@ async def token(request: Request) -> JSONResponse:
         return JSONResponse(await auth.password_login(res, request, grant, ip, granted))
     if isinstance(grant, schemas.RefreshGrant):
         await res.limiter.hit("refresh", ip or "-")
-        return JSONResponse(await auth.rotate(res, grant.refresh_token, client, grant.scope))
+        return JSONResponse(await auth.rotate(res, grant.refresh_token, client, grant.scope, request=request))
     client = clients.required(client, clients.CLIENT_CREDENTIALS)
     granted, audiences = clients.client_credentials_grant(res.settings, client, grant.scope, grant.resources)
     access = tokens.issue_client_access(
@@ -126,7 +126,7 @@ async def revoke(request: Request) -> Response:
             raise errors.InvalidClient("this token was issued to a registered client: authenticate as that client")
         raise errors.UnauthorizedClient("this token was issued to another client")
 
-    await auth.revoke_token(res, token, utcnow(), check)
+    await auth.revoke_token(res, token, utcnow(), check, request=request, client=client)
     return Response(status_code=200)
 
 

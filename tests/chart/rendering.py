@@ -84,6 +84,18 @@ MATRIX: dict[str, dict[str, Any] | str] = {
         "secrets": {"existingSecret": "auth-creds"},
     },
     "network-policy-off": {"networkPolicy": {"enabled": False}},
+    "smtp-with-login": {
+        "mail": {
+            "from": "Auth <auth@example.com>",
+            "smtp": {"host": "smtp.example.com", "existingSecret": "smtp-login"},
+        },
+        "networkPolicy": {"smtpTo": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]},
+        "config": {
+            "AUTH_PASSWORD_RESET_URL": "https://app.example.com/reset#token={token}",
+            "AUTH_REQUIRE_VERIFIED_EMAIL": True,
+            "AUTH_PASSWORD_MIN_LENGTH": 12,
+        },
+    },
     "ingress-oauth": {
         "ingress": {"enabled": True, "className": "nginx", "host": "auth.example.com", "tlsSecretName": "auth-tls"},
         "oauth": {

@@ -58,6 +58,13 @@ CHART_MANAGED = {
     "AUTH_BOOTSTRAP_CLIENT_ID",  # oauth.bootstrapClient
     "AUTH_BOOTSTRAP_CLIENT_SCOPES",
     "AUTH_BOOTSTRAP_CLIENT_SECRET",  # generated into the credentials Secret
+    # mail.*: the SMTP server, its login from an existing Secret, the From address
+    "AUTH_SMTP_URL",
+    "AUTH_SMTP_STARTTLS",
+    "AUTH_SMTP_USERNAME",
+    "AUTH_SMTP_PASSWORD_FILE",
+    "AUTH_MAIL_FROM",
+    "AUTH_AUDIT_KEY",  # generated into the credentials Secret
 }
 
 
@@ -269,7 +276,7 @@ def test_generated_secrets_survive_upgrades_and_uninstall() -> None:
     assert bytes.fromhex("06032b6570") in der  # OID 1.3.101.112: Ed25519, the service's default algorithm
     credentials = secrets[f"{rendered.fullname}-credentials"]["data"]
     assert set(credentials) == {
-        "database-password", "redis-password", "introspection-secret", "bootstrap-client-secret"
+        "database-password", "redis-password", "introspection-secret", "bootstrap-client-secret", "audit-key"
     }
     for value in credentials.values():
         assert len(base64.b64decode(value)) >= 32
@@ -392,6 +399,7 @@ def test_database_goes_through_pgbouncer_without_prepared_statement_cache() -> N
     assert env["AUTH_REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{rendered.fullname}-redis:6379/0"
     ini = rendered.one("ConfigMap", f"{rendered.fullname}-pgbouncer")["data"]["pgbouncer.ini"]
     assert "pool_mode = transaction" in ini
+    assert "server_login_retry = 2" in ini  # the service answers 503 until PgBouncer logs in again
     assert f"authsvc = host={rendered.fullname}-postgresql port=5432 dbname=authsvc" in ini
 
 
@@ -1005,8 +1013,49 @@ def test_the_ingress_exposes_the_public_routes_and_never_metrics_or_probes() -> 
     assert ingress["spec"]["tls"] == [{"hosts": ["auth.example.com"], "secretName": "auth-tls"}]
     paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
     assert paths == {("/api/", "Prefix"), ("/oauth2/", "Prefix"), ("/.well-known/", "Prefix"), ("/", "Exact"),
-                     ("/openapi.json", "Exact")}
+                     ("/openapi.json", "Exact"), ("/account/", "Prefix")}  # the default mail links' pages
     assert {p["backend"]["service"]["port"]["name"] for p in rule["http"]["paths"]} == {"http"}
     served = {route.path for route in require("service.routes").ALL}
     for path, kind in paths:  # every exposed path leads somewhere the service serves
         assert any(route == path or (kind == "Prefix" and route.startswith(path)) for route in served), path
+
+
+def test_mail_settings_reach_the_server_with_the_login_from_the_existing_secret() -> None:
+    rendered = render(values_of("smtp-with-login"))
+    config = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    assert (config["AUTH_SMTP_URL"], config["AUTH_SMTP_STARTTLS"]) == ("smtp://smtp.example.com:587", "true")
+    assert config["AUTH_MAIL_FROM"] == "Auth <auth@example.com>"
+    assert config["AUTH_REQUIRE_VERIFIED_EMAIL"] == "true" and config["AUTH_PASSWORD_MIN_LENGTH"] == "12"
+    pod = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]
+    [server] = [c for c in pod["containers"] if c["name"] == "server"]
+    env = {e["name"]: e for e in server["env"]}
+    assert env["AUTH_SMTP_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "smtp-login", "key": "username"}
+    password_file = env["AUTH_SMTP_PASSWORD_FILE"]["value"]
+    [mount] = [m for m in server["volumeMounts"] if m["name"] == "smtp-password"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "smtp-password"]
+    assert password_file == f"{mount['mountPath']}/password" and mount["readOnly"] is True
+    assert volume["secret"]["secretName"] == "smtp-login"
+    assert volume["secret"]["items"] == [{"key": "password", "path": "password"}]
+    policy = rendered.one("NetworkPolicy", FULLNAME)
+    [smtp] = [rule for rule in policy["spec"]["egress"] if rule["ports"][0]["port"] == 587]
+    assert smtp["to"] == [{"ipBlock": {"cidr": "192.0.2.0/24"}}]
+
+    implicit = render({"mail": {"smtp": {"host": "smtp.example.com", "port": 465, "tls": "tls"}}})
+    config = implicit.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    assert (config["AUTH_SMTP_URL"], config["AUTH_SMTP_STARTTLS"]) == ("smtps://smtp.example.com:465", "false")
+    server = implicit.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    assert "AUTH_SMTP_USERNAME" not in {e["name"] for e in server["env"]}  # no Secret: no login
+    assert "AUTH_SMTP_URL" not in render({}).one("ConfigMap", f"{FULLNAME}-config")["data"]  # files in the pod
+
+
+def test_the_audit_key_is_generated_kept_in_the_credentials_secret_and_accepted_by_the_service() -> None:
+    rendered = render({})
+    generated = base64.b64decode(rendered.one("Secret", f"{FULLNAME}-credentials")["data"]["audit-key"]).decode()
+    server = rendered.one("Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in server["env"] if e["name"] == "AUTH_AUDIT_KEY"]
+    assert (ref["name"], ref["key"], ref["optional"]) == (f"{FULLNAME}-credentials", "audit-key", True)
+    config = rendered.one("ConfigMap", f"{FULLNAME}-config")["data"]
+    settings = require("service.config").Settings.from_environ({**config, "AUTH_AUDIT_KEY": generated})
+    assert str(settings.audit_key) == generated
+    given = render({"secrets": {"auditKey": "a" * 32}}).one("Secret", f"{FULLNAME}-credentials")
+    assert base64.b64decode(given["data"]["audit-key"]) == b"a" * 32

@@ -56,6 +56,12 @@ def test_every_default_is_rendered_as_the_service_reads_it() -> None:
         "AUTH_CORS_ORIGINS": "",
         "AUTH_CLEANUP_BATCH_SIZE": "1000",
         "AUTH_CLEANUP_RETENTION": "604800",
+        "AUTH_PASSWORD_MIN_LENGTH": "8",
+        "AUTH_PASSWORD_BLOCKLIST": "true",
+        "AUTH_PASSWORD_RESET_TTL": "1800",
+        "AUTH_EMAIL_VERIFICATION_TTL": "86400",
+        "AUTH_REQUIRE_VERIFIED_EMAIL": "false",
+        "AUTH_REGISTRATION_ENUMERATION_SAFE": "false",
     }
 
 
@@ -99,6 +105,17 @@ def test_every_variable_the_operator_writes_is_documented_in_the_configuration_r
          "https://app.example.com,http://localhost:3000"),
         ("cleanup.batchSize", 500, "AUTH_CLEANUP_BATCH_SIZE", "500"),
         ("cleanup.retentionSeconds", 0, "AUTH_CLEANUP_RETENTION", "0"),
+        ("passwords.minLength", 15, "AUTH_PASSWORD_MIN_LENGTH", "15"),
+        ("passwords.blocklist", False, "AUTH_PASSWORD_BLOCKLIST", "false"),
+        ("accounts.passwordResetUrl", "https://app.example/r#token={token}", "AUTH_PASSWORD_RESET_URL",
+         "https://app.example/r#token={token}"),
+        ("accounts.emailVerificationUrl", "https://app.example/v#token={token}", "AUTH_EMAIL_VERIFICATION_URL",
+         "https://app.example/v#token={token}"),
+        ("accounts.passwordResetTtlSeconds", 600, "AUTH_PASSWORD_RESET_TTL", "600"),
+        ("accounts.emailVerificationTtlSeconds", 3600, "AUTH_EMAIL_VERIFICATION_TTL", "3600"),
+        ("accounts.requireVerifiedEmail", True, "AUTH_REQUIRE_VERIFIED_EMAIL", "true"),
+        ("accounts.registrationEnumerationSafe", True, "AUTH_REGISTRATION_ENUMERATION_SAFE", "true"),
+        ("mail.from", "Auth <auth@example.com>", "AUTH_MAIL_FROM", "Auth <auth@example.com>"),
     ],
 )
 def test_each_field_sets_its_variable_and_only_that(path: str, value: Any, variable: str, rendered: str) -> None:
@@ -284,3 +301,13 @@ class TestWiring:
         ]
         (warning,) = authconfig.wiring_warnings(template, NAMES, self.env)
         assert "sets AUTH_BCRYPT_COST, AUTH_DB_POOL_SIZE in its container's env, which wins over envFrom" in warning
+
+
+def test_an_smtp_host_sets_the_url_and_the_starttls_switch() -> None:
+    spec = spec_with("mail.smtp", {"host": "smtp.example.com", "port": 465, "tls": "tls"})
+    env = authconfig.settings_env(spec)
+    assert (env["AUTH_SMTP_URL"], env["AUTH_SMTP_STARTTLS"]) == ("smtps://smtp.example.com:465", "false")
+    authconfig.validate(env)
+    env = authconfig.settings_env(spec_with("mail.smtp", {"host": "relay.mail"}))
+    assert (env["AUTH_SMTP_URL"], env["AUTH_SMTP_STARTTLS"]) == ("smtp://relay.mail:587", "true")
+    assert "AUTH_SMTP_URL" not in authconfig.settings_env(MINIMAL)  # unset: the chart's stays in force

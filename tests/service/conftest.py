@@ -66,7 +66,7 @@ async def wipe(stack: Stack) -> None:
     engine = create_async_engine(stack.admin_url)
     try:
         async with engine.begin() as connection:
-            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens, clients CASCADE"))
+            await connection.execute(text("TRUNCATE users, sessions, refresh_tokens, clients, audit_events CASCADE"))
     finally:
         await engine.dispose()
     if stack.redis.running:
@@ -205,3 +205,22 @@ async def scratch_database(stack: Stack, revision: str | None = None) -> AsyncIt
         async with admin.connect() as connection:
             await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Any]:
+    """A real SMTP server on loopback receiving the service's mails (tests/service/mailbox.py)."""
+    from tests.service.mailbox import Mailbox
+
+    box = Mailbox()
+    box.start()
+    yield box
+    box.stop()
+
+
+def mail_settings(stack: Stack, keys_dir: Path, smtp_url: str, **overrides: str) -> Settings:
+    """Settings that send through the test SMTP server, polling and retrying fast."""
+    return make_settings(
+        stack, keys_dir, AUTH_SMTP_URL=smtp_url, AUTH_MAIL_POLL_INTERVAL="0.05", AUTH_MAIL_RETRY_BASE="0.05",
+        **overrides,
+    )

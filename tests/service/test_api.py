@@ -19,9 +19,9 @@ async def test_register_returns_the_new_user_without_secrets(client: httpx.Async
     )
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "username", "email", "is_active", "created_at"}
+    assert set(body) == {"id", "username", "email", "is_active", "email_verified", "created_at"}
     assert uuid.UUID(body["id"])
-    assert (body["username"], body["is_active"]) == ("Alice", True)
+    assert (body["username"], body["is_active"], body["email_verified"]) == ("Alice", True, False)
     assert body["email"] == "Alice@example.com"  # the domain is normalised, the local part kept
     assert body["created_at"].endswith("Z")
     assert response.headers["cache-control"] == "no-store"

@@ -160,3 +160,61 @@ async def test_concurrent_registrations_of_one_name_give_one_201_and_409s_never_
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] + [409] * 7
     assert await users_count(app) == 1
+
+
+INTROSPECTION = httpx.BasicAuth("introspect", "introspection-secret")
+JSON = {"Content-Type": "application/json"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "body"),
+    [
+        (REGISTER, "json", {**GOOD, "username": "car\x00ol"}),
+        (REGISTER, "json", {**GOOD, "email": "car\x00ol@example.com"}),
+        (REGISTER, "json", {**GOOD, "password": PASSWORD + "\x00"}),
+        ("/api/v1/auth/token", "form", {"username": "a\x00b", "password": PASSWORD}),  # the 500 of the audit
+        ("/api/v1/auth/token", "form", {"username": "a\x00b@example.com", "password": PASSWORD}),
+        ("/api/v1/auth/token", "form", {"username": "carol", "password": PASSWORD + "\x00"}),
+        ("/api/v1/auth/token", "form", {"grant_type": "password\x00", "username": "carol", "password": PASSWORD}),
+        ("/api/v1/auth/token", "form", {"grant_type": "refresh_token", "refresh_token": "x\x00y"}),
+        ("/api/v1/auth/token", "multipart", {"username": "a\x00b", "password": PASSWORD}),
+        ("/api/v1/auth/refresh", "json", {"refresh_token": "x\x00y"}),
+        ("/api/v1/auth/revoke", "json", {"refresh_token": "x\x00y"}),
+        ("/api/v1/auth/revoke", "form", {"token": "x\x00y"}),
+        ("/api/v1/auth/revoke", "form", {"token": "a.b\x00.c"}),
+        ("/api/v1/auth/introspect", "form", {"token": "x\x00y"}),
+        ("/api/v1/auth/introspect", "form", {"token": "a.b\x00.c"}),
+    ],
+)
+async def test_a_nul_character_in_any_field_is_422_not_a_database_error(
+    app: Running, path: str, kind: str, body: dict[str, str]
+) -> None:
+    auth = INTROSPECTION if path.endswith("introspect") else None
+    if kind == "json":
+        response = await app.client.post(path, json=body, auth=auth)
+    elif kind == "form":
+        response = await app.client.post(path, data=body, auth=auth)
+    else:
+        response = await app.client.post(path, files={name: (None, value) for name, value in body.items()})
+    assert (response.status_code, response.json()["error"]) == (422, "invalid_request"), response.text
+    assert await users_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "headers", "status"),
+    [
+        ("/api/v1/auth/refresh", b'{"refresh_token": "x\\ud800y"}', JSON, 422),  # a lone surrogate, escaped
+        ("/api/v1/auth/revoke", b'{"refresh_token": "x\\udc00"}', JSON, 422),
+        (REGISTER, b'{"username": "carol", "email": "c@example.com", "password": "\\ud800 long enough"}', JSON, 422),
+        # raw surrogate bytes are not UTF-8: a form value gets U+FFFD instead, which text can hold
+        ("/api/v1/auth/token", b"username=carol&password=\xed\xa0\x80xxxxxxxx", FORM, 401),
+        ("/api/v1/auth/revoke", b"token=\xed\xa0\x80", FORM, 204),  # an unknown token: nothing to revoke
+    ],
+)
+async def test_text_postgresql_cannot_hold_never_reaches_it(
+    app: Running, path: str, content: bytes, headers: dict[str, str], status: int
+) -> None:
+    response = await app.client.post(path, content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert await users_count(app) == 0

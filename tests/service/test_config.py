@@ -39,6 +39,8 @@ def test_postgres_urls_are_routed_to_asyncpg() -> None:
         ("AUTH_TRUSTED_PROXIES", "10.0.0.0/33", "CIDR"),
         ("AUTH_LOG_LEVEL", "LOUD", "one of"),
         ("AUTH_LOGIN_BACKOFF_CAP", "0.5", "AUTH_LOGIN_BACKOFF_BASE"),
+        ("AUTH_AUDIT_RETENTION", "60", "from 3600"),
+        ("AUTH_AUDIT_KEY", "short", "at least 32 characters"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_is_allowed(name: str, value: str, message: str) -> None:
@@ -76,6 +78,8 @@ def test_the_cli_stops_on_a_bad_value_with_a_readable_message() -> None:
     [
         [], ["serve"], ["migrate"], ["cleanup"], ["keys", "generate"], ["check-config"],
         ["clients"], ["clients", "create"], ["clients", "list"], ["clients", "disable"], ["clients", "rotate-secret"],
+        ["users"], ["users", "list"], ["users", "show"], ["users", "disable"], ["users", "enable"],
+        ["users", "delete"], ["audit"], ["audit", "tail"],
     ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -21,7 +23,7 @@ from service.db import users
 from tests.service.conftest import Running
 
 pytestmark = pytest.mark.anyio
-TABLES = {"users", "sessions", "refresh_tokens", "clients"}
+TABLES = {"users", "sessions", "refresh_tokens", "clients", "account_tokens", "mails", "audit_events"}
 
 
 @pytest.fixture
@@ -208,3 +210,33 @@ async def test_reads_go_to_the_replica_when_one_is_configured(running_app: Any, 
         before = read_engine.pool.checkedin()
         assert (await app.client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 200
         assert read_engine.pool.checkedin() == before + 1  # the replica pool served the read
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout_not_answered_503(
+    running_app: Any, stack: Stack, keys_dir: Any
+) -> None:
+    """A restart or an idle timeout closes pooled connections while nobody uses them: the next request
+    must get a fresh connection, not an error (and without a ping round trip on every checkout)."""
+    from tests.service.conftest import PASSWORD, make_settings, register
+
+    direct = make_settings(  # straight to PostgreSQL: a backend that ends closes our socket
+        stack, keys_dir, AUTH_DATABASE_URL=stack.database_url, AUTH_DB_POOL_SIZE="1", AUTH_DB_MAX_OVERFLOW="0"
+    )
+    async with running_app(direct) as app:
+        await register(app.client, "gina")
+        returned: list[Any] = []
+        event.listen(app.resources.engine.sync_engine, "checkin", lambda _, record: returned.append(record))
+        async with app.resources.sessions() as db:
+            backend = (await db.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        admin = create_async_engine(stack.admin_url)
+        try:
+            async with admin.connect() as connection:
+                await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        finally:
+            await admin.dispose()
+        deadline = time.monotonic() + 10
+        while not returned[-1].driver_connection.is_closed():  # until asyncpg has seen the server hang up
+            assert time.monotonic() < deadline, "the pooled connection never saw its backend end"
+            await anyio.sleep(0.01)
+        login = await app.client.post("/api/v1/auth/token", data={"username": "gina", "password": PASSWORD})
+        assert login.status_code == 200, login.text

@@ -82,3 +82,34 @@ async def test_upgrading_an_embedded_database_keeps_its_sessions_and_refresh_tok
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             rotated = await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
             assert rotated.status_code == 200, rotated.text
+
+
+async def test_the_admin_api_and_audit_log_work_on_the_embedded_default(tmp_path: object) -> None:
+    from tests.service.test_admin import client_token
+
+    settings = Settings.from_environ({
+        "AUTH_DATA_DIR": str(tmp_path) + "/data", "AUTH_BCRYPT_COST": "4", "AUTH_RATE_LIMIT_ENABLED": "false",
+        "AUTH_BOOTSTRAP_CLIENT_SECRET": "embedded-bootstrap-secret-0123456789",
+    })
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            admin = bearer(await client_token(client, "bootstrap", "embedded-bootstrap-secret-0123456789"))
+            for name in ("alice", "Alicia", "bob", "carl", "dora"):
+                await register(client, name)
+            pair = await login(client, await register(client, "erin"))
+            found = (await client.get("/admin/v1/users", params={"q": "ALI"}, headers=admin)).json()
+            assert [user["username"] for user in found["users"]] == ["alice", "Alicia"]
+            first = (await client.get("/admin/v1/users", params={"limit": 4}, headers=admin)).json()
+            rest = (await client.get("/admin/v1/users", params={"limit": 4, "cursor": first["next_cursor"]},
+                                     headers=admin)).json()
+            names = [user["username"] for user in first["users"] + rest["users"]]
+            assert names == ["alice", "Alicia", "bob", "carl", "dora", "erin"]
+            erin = rest["users"][-1]["id"]
+            patched = await client.patch(f"/admin/v1/users/{erin}", json={"is_active": False}, headers=admin)
+            assert patched.status_code == 200
+            assert (await client.get("/api/v1/auth/me", headers=bearer(pair["access_token"]))).status_code == 401
+            events = (await client.get("/admin/v1/audit", params={"user_id": erin}, headers=admin)).json()["events"]
+            assert [event["type"] for event in events] == ["user.disabled", "login.succeeded"]
+            assert (await client.delete(f"/admin/v1/users/{erin}", headers=admin)).status_code == 204
+            await register(client, "erin")

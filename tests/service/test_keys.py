@@ -92,6 +92,20 @@ def test_verification_pins_algorithm_issuer_audience_and_expiry(tmp_path: Path) 
             verify(keyset, forged)
 
 
+def test_a_token_issued_in_the_future_is_refused_beyond_a_small_clock_skew(tmp_path: Path) -> None:
+    keys.generate(tmp_path, kid="k")
+    keyset = keys.load(tmp_path, None)
+    ahead = tokens.CLOCK_SKEW + 60
+    later = tokens.issue_access(keyset, ttl=3600, now=NOW + dt.timedelta(seconds=ahead), **CLAIMS)  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidToken, match="future"):
+        verify(keyset, later)
+    with pytest.raises(errors.InvalidToken, match="future"):
+        tokens.Verifier(keyset, "i", "a").verify(later, NOW)
+    assert verify(keyset, later, now=NOW + dt.timedelta(seconds=60)).username == "alice"  # within the skew
+    skewed = tokens.issue_access(keyset, ttl=60, now=NOW + dt.timedelta(seconds=5), **CLAIMS)  # type: ignore[arg-type]
+    assert verify(keyset, skewed).username == "alice"  # a replica a few seconds ahead
+
+
 def test_a_token_from_an_unknown_key_is_refused(tmp_path: Path) -> None:
     keys.generate(tmp_path / "one", kid="k")
     keys.generate(tmp_path / "two", kid="k")  # same kid, different key

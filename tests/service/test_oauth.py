@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from devtools.stack import Stack
-from service import clients
+from service import audit, clients
 from service.config import Settings
 from tests.service.conftest import BASE, PASSWORD, Account, Running, bearer, login, make_settings, register
 
@@ -29,6 +29,7 @@ async def new_client(
     client, secret = await clients.register(
         app.resources.sessions, name="test", grant_types=list(grant_types), scopes=frozenset(scopes.split()),
         audiences=list(audiences), confidential=confidential, access_token_ttl=ttl, now=dt.datetime.now(dt.UTC),
+        actor=audit.CLI,
     )
     return client.id, secret or ""
 
@@ -133,7 +134,7 @@ async def test_a_wrong_secret_an_unknown_client_and_a_disabled_client_are_401_in
 ) -> None:
     client_id, secret = await new_client(app)
     disabled_id, disabled_secret = await new_client(app)
-    assert await clients.disable(app.resources.sessions, disabled_id, dt.datetime.now(dt.UTC))
+    assert await clients.disable(app.resources.sessions, disabled_id, dt.datetime.now(dt.UTC), audit.CLI)
     form = {"grant_type": "client_credentials"}
     answers = [
         await app.client.post(TOKEN, data=form, headers=basic(client_id, secret + "x")),
@@ -319,11 +320,11 @@ async def test_a_server_that_requires_clients_refuses_the_password_grant_without
 async def test_during_a_rotation_both_secrets_work_and_after_it_only_the_new_one(app: Running) -> None:
     client_id, first = await new_client(app)
     form = {"grant_type": "client_credentials"}
-    second = await clients.rotate_secret(app.resources.sessions, client_id, 3600, dt.datetime.now(dt.UTC))
+    second = await clients.rotate_secret(app.resources.sessions, client_id, 3600, dt.datetime.now(dt.UTC), audit.CLI)
     assert second is not None and second != first
     for secret in (first, second):
         assert (await app.client.post(TOKEN, data=form, headers=basic(client_id, secret))).status_code == 200
-    third = await clients.rotate_secret(app.resources.sessions, client_id, 0, dt.datetime.now(dt.UTC))
+    third = await clients.rotate_secret(app.resources.sessions, client_id, 0, dt.datetime.now(dt.UTC), audit.CLI)
     assert third is not None
     assert (await app.client.post(TOKEN, data=form, headers=basic(client_id, third))).status_code == 200
     for old in (first, second):  # the first is two rotations old; the second's grace was 0 s
@@ -423,7 +424,7 @@ async def test_introspection_describes_user_refresh_and_client_tokens_per_rfc766
         "active": True, "sub": service_id, "client_id": service_id, "scope": "orders:read orders:write",
         "aud": "https://orders.example.com",
     }
-    assert await clients.disable(app.resources.sessions, service_id, dt.datetime.now(dt.UTC))
+    assert await clients.disable(app.resources.sessions, service_id, dt.datetime.now(dt.UTC), audit.CLI)
     assert (await app.client.post(INTROSPECT, data={"token": access}, headers=auth)).json() == {"active": False}
     for token in ("garbage", "a.b.c", pair["access_token"][:-4] + "AAAA"):
         assert (await app.client.post(INTROSPECT, data={"token": token}, headers=auth)).json() == {"active": False}

@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # authlib prefers the httpx2 fork; httpx is wha
     from authlib.integrations.starlette_client import OAuth
     from authlib.integrations.starlette_client.apps import StarletteOAuth2App
 
-from service import clients
+from service import audit, clients
 from tests.service.conftest import BASE, PASSWORD, Account, Running
 
 pytestmark = pytest.mark.anyio
@@ -31,7 +31,7 @@ DISCOVERY = f"{BASE}/.well-known/openid-configuration"
 async def registered(app: Running, *grant_types: str, scope: str) -> tuple[str, str]:
     client, secret = await clients.register(
         app.resources.sessions, name="authlib", grant_types=list(grant_types), scopes=frozenset(scope.split()),
-        audiences=[], confidential=True, access_token_ttl=None, now=dt.datetime.now(dt.UTC),
+        audiences=[], confidential=True, access_token_ttl=None, now=dt.datetime.now(dt.UTC), actor=audit.CLI,
     )
     assert secret is not None
     return client.id, secret

@@ -24,6 +24,8 @@ max_prepared_statements = {{ int $pgb.maxPreparedStatements }}
 server_tls_sslmode = {{ $pgb.serverTlsSslmode }}
 server_reset_query =
 server_check_query = select 1
+; after PostgreSQL comes back, log in again within 2 s, not the default 15: until then every request is 503
+server_login_retry = 2
 server_lifetime = 3600
 server_idle_timeout = 600
 ignore_startup_parameters = extra_float_digits

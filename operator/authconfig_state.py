@@ -13,6 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+class Conflict(Exception):
+    """A child's name is taken by an object this AuthConfig does not control."""
+
+
 def drift(live: Mapping[str, Any], desired: Mapping[str, Any], *, exact: Sequence[str] = ()) -> dict[str, Any]:
     """The merge patch that brings ``live`` to ``desired``; empty when nothing drifted.
 
@@ -46,6 +50,15 @@ def contains(have: Any, want: Any) -> bool:
     return bool(have == want)
 
 
+def pruned(value: Any) -> Any:
+    """``value`` as the API server stores it after a merge patch: a null removes a field, so drop them."""
+    if isinstance(value, Mapping):
+        return {k: pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [pruned(v) for v in value]
+    return value
+
+
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences", [])
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
@@ -61,35 +74,52 @@ class Outcome:
     warnings: tuple[str, ...] = ()
     failure: str | None = None  # reason: InvalidSpec, TargetNotFound, Conflict, ApiError, Forbidden
     message: str = ""
+    rotating: bool = False  # spec.signingKeys is set
+    signing_keys: Mapping[str, Any] | None = None  # status.signingKeys; None after a failed pass
+    consumed: tuple[str, ...] = ()  # AuthConfig annotations acted upon, to remove
+
+    def failed(self, failure: str, message: str, *, rotating: bool = False) -> Outcome:
+        """This outcome with a further failure; the first failure stays the reason, the messages add up."""
+        if self.failure is not None:
+            return dataclasses.replace(self, message=f"{self.message}; {message}", rotating=rotating)
+        return dataclasses.replace(self, failure=failure, message=message, rotating=rotating)
 
 
-def status(previous: Mapping[str, Any], outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
-    """The whole status for an outcome; a condition keeps its lastTransitionTime while its status holds."""
-    ok = outcome.failure is None
-    reason = "Reconciled" if ok else str(outcome.failure)
-    message = outcome.message or ("settings applied; pods roll on a new checksum" if ok else "")
+def conditions(
+    previous: Mapping[str, Any], generation: int | None, failure: str | None, message: str, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Ready, Reconciled and Degraded for a pass; each keeps its lastTransitionTime while its status holds."""
+    ok = failure is None
+    reason = "Reconciled" if ok else str(failure)
     wanted = [
         ("Ready", ok, reason, message),
         ("Reconciled", ok, reason, message),
         ("Degraded", not ok, reason if not ok else "AsExpected", message if not ok else ""),
     ]
     before = {c.get("type"): c for c in previous.get("conditions", []) if isinstance(c, Mapping)}
-    conditions = []
+    found = []
     for kind, value, why, text in wanted:
         state = "True" if value else "False"
         old = before.get(kind, {})
         since = old.get("lastTransitionTime") if old.get("status") == state else None
-        conditions.append({
+        found.append({
             "type": kind,
             "status": state,
             "reason": why,
             "message": text,
             "lastTransitionTime": since or now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "observedGeneration": outcome.generation,
+            "observedGeneration": generation,
         })
+    return found
+
+
+def status(previous: Mapping[str, Any], outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
+    """The whole status for an outcome."""
+    ok = outcome.failure is None
+    message = outcome.message or ("settings applied; pods roll on a new checksum" if ok else "")
     result: dict[str, Any] = {
         "observedGeneration": outcome.generation,
-        "conditions": conditions,
+        "conditions": conditions(previous, outcome.generation, outcome.failure, message, now),
         "warnings": list(outcome.warnings),
     }
     # A failed pass leaves the last applied checksums in place: they still describe the running pods.
@@ -97,4 +127,11 @@ def status(previous: Mapping[str, Any], outcome: Outcome, now: dt.datetime) -> d
     result["pgbouncerChecksum"] = (
         outcome.pgbouncer_checksum if outcome.pgbouncer_checksum is not None else previous.get("pgbouncerChecksum")
     )
+    # Likewise the last known keys; without spec.signingKeys there are none to report (null removes it).
+    if not outcome.rotating:
+        result["signingKeys"] = None
+    else:
+        result["signingKeys"] = (
+            dict(outcome.signing_keys) if outcome.signing_keys is not None else previous.get("signingKeys")
+        )
     return result

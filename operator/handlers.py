@@ -1,4 +1,5 @@
 """The AuthConfig operator: ``kopf run --standalone --namespace NS -m authsvc_operator.handlers``.
+(Importing this module registers the AuthClient handlers of ``client_handlers.py`` too.)
 
 One idempotent reconcile serves create, update and resume, and a timer re-runs it to put back what
 someone changed by hand. Every write is preceded by a read and skipped when nothing differs, so a
@@ -12,37 +13,36 @@ Either way the reason is in ``status.conditions`` first.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import dataclasses
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from authsvc_operator import authconfig, authconfig_state, kubeapi
+from authsvc_operator import (
+    authconfig,
+    authconfig_state,
+    client_handlers,  # noqa: F401 - importing it registers the AuthClient handlers
+    clock,
+    environment,
+    kubeapi,
+    signing,
+)
 
 AUTHCONFIGS = (authconfig.GROUP, authconfig.VERSION, authconfig.PLURAL)
 PERMANENT = frozenset({"InvalidSpec", "Rejected"})
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw.strip() else default
-    except ValueError:
-        raise SystemExit(f"{name}: expected a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise SystemExit(f"{name}: expected a positive number of seconds, got {raw!r}")
-    return value
+DRIFT_INTERVAL = environment.seconds("AUTHCONFIG_DRIFT_INTERVAL", 60)
+RETRY_DELAY = environment.seconds("AUTHCONFIG_RETRY_DELAY", 30)
+# kopf watches every namespace it serves for every kind; AuthConfigs count only in this one (the chart's),
+# AuthClients in all of them.
+HOME = environment.text("AUTHCONFIG_NAMESPACE")
 
 
-DRIFT_INTERVAL = _seconds("AUTHCONFIG_DRIFT_INTERVAL", 60)
-RETRY_DELAY = _seconds("AUTHCONFIG_RETRY_DELAY", 30)
-
-
-class Conflict(Exception):
-    """A child's name is taken by an object this AuthConfig does not control."""
+def _at_home(namespace: str | None, **_: Any) -> bool:
+    return HOME is None or namespace == HOME
 
 
 @kopf.on.startup()
@@ -58,35 +58,39 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=authconfig.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # Events for problems, not for every pass
+    settings.posting.loggers = True  # the handlers' warnings and errors are the Events (off by default in kopf 1.45)
 
 
-@kopf.on.resume(*AUTHCONFIGS)
-@kopf.on.create(*AUTHCONFIGS)
-@kopf.on.update(*AUTHCONFIGS)
+@kopf.on.resume(*AUTHCONFIGS, when=_at_home)
+@kopf.on.create(*AUTHCONFIGS, when=_at_home)
+@kopf.on.update(*AUTHCONFIGS, when=_at_home)
 async def reconcile(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     outcome = await _serialised(memo, body, logger)
-    _record(patch, status, outcome, logger)
+    _record(patch, status, memo, outcome, logger)
     if outcome.failure in PERMANENT:
         raise kopf.PermanentError(outcome.message)
     if outcome.failure is not None:
         raise kopf.TemporaryError(outcome.message, delay=RETRY_DELAY)
 
 
-@kopf.timer(*AUTHCONFIGS, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL)
+@kopf.timer(*AUTHCONFIGS, interval=DRIFT_INTERVAL, initial_delay=DRIFT_INTERVAL, when=_at_home)
 async def recheck(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     """Put back a hand edit; retry what an outage left undone. Failures go to status, the next tick retries."""
-    _record(patch, status, await _serialised(memo, body, logger), logger)
+    _record(patch, status, memo, await _serialised(memo, body, logger), logger)
 
 
 async def _serialised(memo: kopf.Memo, body: kopf.Body, logger: kopf.Logger) -> authconfig_state.Outcome:
     # The timer and the change handlers run concurrently in kopf: one pass per object at a time.
     lock: asyncio.Lock = memo.setdefault("reconcile_lock", asyncio.Lock())
     async with lock:
-        return await _reconcile(body, logger)
+        outcome = await _reconcile(body, logger)
+        if body.spec.get("signingKeys") is not None:
+            outcome = await _rotate(body, outcome, logger)
+        return outcome
 
 
 async def _reconcile(body: kopf.Body, logger: kopf.Logger) -> authconfig_state.Outcome:
@@ -126,7 +130,7 @@ async def _reconcile(body: kopf.Body, logger: kopf.Logger) -> authconfig_state.O
             warnings = _warnings(spec, names, env, target, pgbouncer)
     except authconfig.InvalidSpec as exc:
         return authconfig_state.Outcome(generation, failure="InvalidSpec", message=str(exc))
-    except Conflict as exc:
+    except authconfig_state.Conflict as exc:
         return authconfig_state.Outcome(generation, failure="Conflict", message=str(exc))
     except kubeapi.ApiError as exc:
         failure = "Forbidden" if exc.status == 403 else "ApiError" if exc.transient else "Rejected"
@@ -136,6 +140,35 @@ async def _reconcile(body: kopf.Body, logger: kopf.Logger) -> authconfig_state.O
         checksum=config_sum,
         pgbouncer_checksum=pgbouncer_sum if pgbouncer is not None else None,
         warnings=tuple(warnings),
+    )
+
+
+async def _rotate(
+    body: kopf.Body, outcome: authconfig_state.Outcome, logger: kopf.Logger
+) -> authconfig_state.Outcome:
+    """Move the signing keys on (``signing.py``); independent of the settings, so it runs whatever they did."""
+    annotations = dict(body.metadata.annotations)
+    try:
+        async with kubeapi.connect() as api:
+            result = await signing.reconcile(
+                api, str(body.metadata.namespace), str(body.metadata.name), body.spec, annotations, clock.now()
+            )
+    except authconfig.InvalidSpec as exc:
+        return outcome.failed("InvalidSpec", str(exc), rotating=True)
+    except authconfig_state.Conflict as exc:
+        return outcome.failed("Conflict", str(exc), rotating=True)
+    except kubeapi.ApiError as exc:
+        failure = "Forbidden" if exc.status == 403 else "ApiError" if exc.transient else "Rejected"
+        hint = " (does the chart set signingKeys.managedByOperator?)" if exc.status == 403 else ""
+        return outcome.failed(failure, f"signing keys: {exc}{hint}", rotating=True)
+    for line in result.changes:
+        logger.info(line)
+    for kid in result.compromised:
+        logger.warning(f"signing key {kid} removed as compromised: its tokens are refused from now on")
+    consumed = (signing.FORCE,) if signing.FORCE in annotations else ()
+    return dataclasses.replace(
+        outcome, rotating=True, signing_keys=result.status, warnings=outcome.warnings + tuple(result.warnings),
+        consumed=consumed,
     )
 
 
@@ -161,7 +194,9 @@ async def _ensure(
             " (the chart's own cleanup CronJob? set the chart's cleanup.mode to operator)"
             if kind == kubeapi.CRONJOBS else " (another AuthConfig targeting the same Deployment?)"
         )
-        raise Conflict(f"{desired['kind']} {name} exists and is not controlled by this AuthConfig{hint}")
+        raise authconfig_state.Conflict(
+            f"{desired['kind']} {name} exists and is not controlled by this AuthConfig{hint}"
+        )
     # Ownership is settled above; comparing owner references would fight other (non-controller) owners.
     desired["metadata"].pop("ownerReferences", None)
     change = authconfig_state.drift(live, desired, exact=exact)
@@ -192,6 +227,8 @@ def _warnings(
     pgbouncer: Mapping[str, Any] | None,
 ) -> list[str]:
     found = authconfig.wiring_warnings(target["spec"]["template"], names, env)
+    if spec.get("signingKeys") is not None:
+        found += signing.mount_warnings(spec, target["spec"]["template"])
     if pgbouncer is None:
         found.append(f"no Deployment {names.pgbouncer}: the PgBouncer settings are written but applied nowhere")
     replicas = int(target["spec"].get("replicas", 1))
@@ -199,16 +236,26 @@ def _warnings(
     return found + authconfig.pool_warnings(spec, replicas, pgbouncer_replicas)
 
 
-def _record(patch: kopf.Patch, status: kopf.Status, outcome: authconfig_state.Outcome, logger: kopf.Logger) -> None:
+def _record(
+    patch: kopf.Patch, status: kopf.Status, memo: kopf.Memo, outcome: authconfig_state.Outcome, logger: kopf.Logger
+) -> None:
     """Write the status fields that changed; an unchanged pass writes nothing."""
-    desired = authconfig_state.status(status, outcome, now=dt.datetime.now(dt.UTC))
+    desired = authconfig_state.status(status, outcome, now=clock.now())
     for key, value in desired.items():
-        if status.get(key) != value:
+        if authconfig_state.pruned(status.get(key)) != authconfig_state.pruned(value):
             patch.status[key] = value
-    for warning in sorted(set(outcome.warnings) - set(status.get("warnings") or ())):
-        logger.warning(warning)  # posted as a Kubernetes Event once, when it first appears
-    if outcome.failure is not None and outcome.failure != _reason(status):
-        logger.error(f"{outcome.failure}: {outcome.message}")
+    for annotation in outcome.consumed:  # a request the Secret now records: the same value may ask again
+        patch.metadata.annotations[annotation] = None
+    # Posted as Kubernetes Events once, when they first appear. The last pass's are remembered too: a
+    # timer's pass may start from a body whose status does not show the previous pass's yet.
+    told: set[str] = memo.setdefault("told", set())
+    for warning in sorted(set(outcome.warnings) - set(status.get("warnings") or ()) - told):
+        logger.warning(warning)
+    failure = f"{outcome.failure}: {outcome.message}" if outcome.failure is not None else None
+    if failure is not None and outcome.failure != _reason(status) and failure not in told:
+        logger.error(failure)
+    told.clear()
+    told.update(outcome.warnings, [failure] if failure is not None else [])
 
 
 def _reason(status: kopf.Status) -> str | None:

@@ -1,6 +1,6 @@
-"""Just enough of the Kubernetes API for the reconcile: get, create and merge-patch, namespaced.
+"""Just enough of the Kubernetes API for the reconcile: get, create, merge-patch and delete, namespaced.
 
-Why not a client library: the reconcile touches four kinds with three verbs, and kopf already brings
+Why not a client library: the reconcile touches five kinds with four verbs, and kopf already brings
 aiohttp and the login (the pod's service account in the cluster, a kubeconfig outside). This reuses both
 and adds no dependency tree to the image. Each reconcile opens its own session and closes it, so a
 rotated service-account token is read afresh and no idle connection outlives a pass.
@@ -35,6 +35,7 @@ class Kind:
 CONFIGMAPS = Kind("", "v1", "configmaps")
 CRONJOBS = Kind("batch", "v1", "cronjobs")
 DEPLOYMENTS = Kind("apps", "v1", "deployments")
+SECRETS = Kind("", "v1", "secrets")
 
 
 class ApiError(Exception):
@@ -68,6 +69,16 @@ class Api:
 
     async def patch(self, kind: Kind, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", kind.path(namespace, name), patch)
+
+    async def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        """Delete, and say whether there was anything to delete."""
+        try:
+            await self._call("DELETE", kind.path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}

@@ -67,6 +67,12 @@ MATRIX: dict[str, dict[str, Any] | str] = {
         "grafanaDashboard": {"enabled": True, "folder": "Auth"},
     },
     "operator-cleanup": {"cleanup": {"mode": "operator"}},  # an AuthConfig owns <fullname>-cleanup
+    # an AuthConfig owns the cleanup CronJob and rotates the keys Secret too
+    "operator-signing-keys": {"cleanup": {"mode": "operator"}, "signingKeys": {"managedByOperator": True}},
+    # AuthClients in two namespaces, the release's own namespace closed to its other pods
+    "operator-clients": {
+        "operator": {"clientNamespaces": ["shop", "billing"]}, "networkPolicy": {"allowSameNamespace": False}
+    },
     "single-replica-no-hpa": {"autoscaling": {"enabled": False}, "server": {"replicaCount": 1}},
     "existing-secrets": {
         "secrets": {"existingSecret": "auth-creds"},

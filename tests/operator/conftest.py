@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import sys
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
+from authsvc_operator import clock as operator_clock
 from devtools import stack as stack_module
 from tests.operator import emulator as emulator_module
 
@@ -45,6 +47,7 @@ def service_deployment(name: str = TARGET, replicas: int = 3) -> dict[str, Any]:
                     "imagePullSecrets": [{"name": "regcred"}],
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                                         "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "volumes": [{"name": "signing-keys", "secret": {"secretName": f"{name}-signing-keys"}}],
                     "containers": [{
                         "name": "server",
                         "image": "ghcr.io/auth-platform/authsvc:0.1.0",
@@ -61,6 +64,7 @@ def service_deployment(name: str = TARGET, replicas: int = 3) -> dict[str, Any]:
                             {"name": "AUTH_DATABASE_URL",
                              "value": f"postgresql://auth:$(DATABASE_PASSWORD)@{name}-pgbouncer:6432/auth"},
                         ],
+                        "volumeMounts": [{"name": "signing-keys", "mountPath": "/etc/authsvc/keys", "readOnly": True}],
                     }],
                 },
             },
@@ -149,6 +153,27 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
             await emulator.stop_watches()
 
 
+class FakeClock:
+    """Stands in for ``authsvc_operator.clock.now``: time moves only when the test moves it."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.current = start
+
+    def now(self) -> dt.datetime:
+        return self.current
+
+    def advance(self, delta: dt.timedelta) -> dt.datetime:
+        self.current += delta
+        return self.current
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    monkeypatch.setattr(operator_clock, "now", fake.now)  # the operator's thread reads it on every pass
+    return fake
+
+
 @pytest.fixture
 def drift_interval() -> str:
     return "0.5"  # a test can parametrize it
@@ -167,9 +192,14 @@ async def running_operator(cluster: Cluster, liveness_port: int) -> AsyncIterato
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_with_kubeconfig)
     # `kopf run -m` imports the module, and importing it registers the handlers (into the registry kopf
-    # makes the default) and reads AUTHCONFIG_*. Python imports a module once per process: forget it, so
-    # that this run imports it afresh, as a new operator pod does.
-    sys.modules.pop("authsvc_operator.handlers", None)
+    # makes the default) and reads AUTHCONFIG_* and AUTHCLIENT_*. Python imports a module once per process:
+    # forget both handler modules, so that this run imports them afresh, as a new operator pod does.
+    # (And from the package's attributes: `from authsvc_operator import client_handlers` takes one found there.)
+    for module in ("authsvc_operator.handlers", "authsvc_operator.client_handlers"):
+        sys.modules.pop(module, None)
+        package, _, name = module.rpartition(".")
+        if hasattr(sys.modules.get(package), name):
+            delattr(sys.modules[package], name)
     runner = KopfRunner(
         ["run", "--standalone", "--namespace", cluster.namespace,
          "--liveness", f"http://127.0.0.1:{liveness_port}/healthz", "-m", "authsvc_operator.handlers"],

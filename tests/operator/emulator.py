@@ -7,9 +7,10 @@ events); and it takes a watch's snapshot and subscribes to changes at two moment
 them is lost. ``Emulator`` keeps one ordered log of changes stamped with a cluster-wide resourceVersion:
 lists answer with that version, watches replay the log after the version asked for, and the snapshot
 and the subscription happen under one lock. It also stamps the other server-owned metadata (uid,
-creationTimestamp, generation bumped on spec changes), gives the status subresource its own semantics,
-answers a failed JSON-patch ``test`` with 422 as the API server does, skips no-op patches as the API
-server does, and can fail chosen requests on purpose (``fail``), before they change anything.
+creationTimestamp, generation bumped on spec changes, a name from ``generateName``), gives the status
+subresource its own semantics, answers a failed JSON-patch ``test`` with 422 and a merge patch for a
+stale ``resourceVersion`` with 409 as the API server does, skips no-op patches as the API server does,
+and can fail chosen requests on purpose (``fail``), before they change anything.
 
 Every request wakes ``wait_for`` so tests wait on conditions, never on the clock.
 """
@@ -35,7 +36,11 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
     "auth.platform.dev/v1alpha1/authconfigs": kmock.ResourceInfo(
         kind="AuthConfig", namespaced=True, verbs=VERBS, subresources={"status"}
     ),
+    "auth.platform.dev/v1alpha1/authclients": kmock.ResourceInfo(
+        kind="AuthClient", namespaced=True, verbs=VERBS, subresources={"status"}
+    ),
     "v1/configmaps": kmock.ResourceInfo(kind="ConfigMap", namespaced=True, verbs=VERBS),
+    "v1/secrets": kmock.ResourceInfo(kind="Secret", namespaced=True, verbs=VERBS),
     "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True, verbs=VERBS),
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False, verbs=VERBS),
     "apps/v1/deployments": kmock.ResourceInfo(
@@ -127,6 +132,9 @@ class Emulator(kmock.KubernetesEmulator):
     def _write(self, request: kmock.Request) -> None:
         assert request.resource is not None
         if request.action == kmock.action.CREATE:
+            if "name" not in request.data.get("metadata", {}) and request.data["metadata"].get("generateName"):
+                # as the API server does for kopf's Events; the request shows the name given
+                request.data["metadata"]["name"] = request.data["metadata"]["generateName"] + uuid.uuid4().hex[:5]
             body = copy.deepcopy(request.data)
             meta = body.setdefault("metadata", {})
             namespace = request.namespace or meta.get("namespace")
@@ -156,6 +164,11 @@ class Emulator(kmock.KubernetesEmulator):
                 self._store(key, old, "DELETED")
             return
 
+        precondition = request.data.get("metadata", {}).get("resourceVersion") if isinstance(request.data, Mapping) \
+            else None
+        if precondition is not None and precondition != old["metadata"].get("resourceVersion"):
+            # a merge patch naming a resourceVersion applies only to that version, as on the API server
+            raise kmock.KubernetesError(status=409, reason="Conflict", message="the object has been modified")
         new = _patched(old, request)
         has_status = "status" in self.resources[request.resource].subresources
         if request.subresource == "status":

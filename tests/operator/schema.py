@@ -1,4 +1,4 @@
-"""The AuthConfig CRD as the tests use it: its schema, and the API server's defaulting of an object."""
+"""The CRDs as the tests use them (AuthConfig unless told otherwise): schema, and the API server's defaulting."""
 
 from __future__ import annotations
 
@@ -11,21 +11,22 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "charts" / "auth-platform" / "crds" / "authconfigs.yaml"  # Helm installs it from crds/
+CLIENT_CRD_PATH = ROOT / "charts" / "auth-platform" / "crds" / "authclients.yaml"
 
 
 @functools.cache
-def crd() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
+def crd(path: Path = CRD_PATH) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
     return loaded
 
 
-def version() -> dict[str, Any]:
-    (only,) = crd()["spec"]["versions"]
+def version(path: Path = CRD_PATH) -> dict[str, Any]:
+    (only,) = crd(path)["spec"]["versions"]
     return copy.deepcopy(only)
 
 
-def openapi() -> dict[str, Any]:
-    return version()["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+def openapi(path: Path = CRD_PATH) -> dict[str, Any]:
+    return version(path)["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
 
 
 def defaulted(obj: Any, schema: dict[str, Any] | None = None) -> Any:

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from authsvc_operator import authconfig
-from tests.chart.rendering import NAMESPACE, Rendered, render
+from authsvc_operator import authconfig, signing
+from tests.chart.rendering import NAMESPACE, Rendered, render, require
+
+helm = require("helm_python")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_the_operator_runs_kopf_standalone_on_the_installed_package_with_its_liv
     for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {e["name"]: e["value"] for e in container["env"]} == {
-        "AUTHCONFIG_DRIFT_INTERVAL": "60", "AUTHCONFIG_RETRY_DELAY": "30"
+        "AUTHCONFIG_DRIFT_INTERVAL": "60", "AUTHCONFIG_RETRY_DELAY": "30", "AUTHCONFIG_NAMESPACE": NAMESPACE
     }
     assert pod["serviceAccountName"] == f"{names.target}-operator"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -91,6 +93,7 @@ def test_rbac_is_namespaced_and_split_into_what_kopf_needs_and_what_the_reconcil
     assert rules(rendered, f"{prefix}-kopf") == [
         {"apiGroups": [authconfig.GROUP], "resources": ["authconfigs"], "verbs": ["list", "watch", "patch"]},
         {"apiGroups": [authconfig.GROUP], "resources": ["authconfigs/status"], "verbs": ["patch"]},
+        {"apiGroups": [authconfig.GROUP], "resources": ["authclients"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     assert rules(rendered, f"{prefix}-reconcile") == [
@@ -121,3 +124,108 @@ def test_the_operator_watches_another_namespace_when_told_to() -> None:
 
 def test_the_operator_can_be_left_out() -> None:
     assert operator_docs(render({"operator": {"enabled": False}})) == []
+
+
+# ---- signing keys (AuthConfig spec.signingKeys)
+
+
+def test_with_managed_keys_the_operator_writes_the_secret_the_pods_mount_and_nothing_else() -> None:
+    rendered = render({"signingKeys": {"managedByOperator": True}})
+    names = authconfig.Names(rendered.fullname)
+    secret = signing.secret_name({"targetRef": {"name": names.target}})  # the AuthConfig's default
+    pod = rendered.one("Deployment", names.target)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    config = rendered.one("ConfigMap", f"{names.target}-config")["data"]
+    assert mount["mountPath"] == config["AUTH_KEYS_DIR"]
+    assert [s["metadata"]["name"] for s in rendered.kind("Secret")] == [f"{names.target}-credentials"]
+    assert rules(rendered, f"{names.target}-operator-reconcile")[-2:] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "patch"]},
+    ]
+
+
+def test_an_existing_secret_can_be_the_one_the_operator_rotates() -> None:
+    rendered = render({"signingKeys": {"managedByOperator": True, "existingSecret": "auth-keys"}})
+    assert rules(rendered, f"{rendered.fullname}-operator-reconcile")[-1]["resourceNames"] == ["auth-keys"]
+
+
+def test_without_managed_keys_the_operator_may_not_touch_any_secret(rendered: Rendered) -> None:
+    for doc in operator_docs(rendered):
+        for rule in doc.get("rules", []):
+            assert "secrets" not in rule["resources"]
+
+
+def test_managed_keys_without_the_operator_is_a_clear_error() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"signingKeys\.managedByOperator needs operator\.enabled"):
+        render({"signingKeys": {"managedByOperator": True}, "operator": {"enabled": False}})
+
+
+# ---- AuthClients (operator.clientNamespaces)
+
+
+def test_authclients_are_served_in_the_client_namespaces_with_secrets_there_only() -> None:
+    rendered = render({"operator": {"clientNamespaces": ["shop", NAMESPACE]}})
+    prefix = f"{rendered.fullname}-operator"
+    container = rendered.one("Deployment", prefix)["spec"]["template"]["spec"]["containers"][0]
+    namespaces = [a for a in container["args"] if a.startswith("--namespace=")]
+    assert namespaces == [f"--namespace={NAMESPACE}", "--namespace=shop"]  # the release's once
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["rules"] for d in rendered.kind("Role")}
+    serve = [
+        {"apiGroups": [authconfig.GROUP], "resources": ["authclients"], "verbs": ["patch"]},
+        {"apiGroups": [authconfig.GROUP], "resources": ["authclients/status"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "patch", "delete"]},
+    ]
+    assert roles["shop", f"{prefix}-clients"] == [
+        {"apiGroups": [authconfig.GROUP], "resources": ["authconfigs", "authclients"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        *serve,
+    ]
+    assert roles[NAMESPACE, f"{prefix}-clients"] == serve  # kopf's Role there has the rest
+    for namespace in ("shop", NAMESPACE):
+        binding = next(d for d in rendered.kind("RoleBinding")
+                       if (d["metadata"]["namespace"], d["metadata"]["name"]) == (namespace, f"{prefix}-clients"))
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": prefix, "namespace": NAMESPACE}]
+    secrets = [rule for (namespace, _), rules in roles.items() for rule in rules
+               if "secrets" in rule["resources"] and namespace not in ("shop", NAMESPACE)]
+    assert secrets == []
+
+
+def test_the_operator_reaches_the_admin_api_as_the_bootstrap_client() -> None:
+    rendered = render({"operator": {"clientNamespaces": ["shop"]}, "oauth": {"bootstrapClient": {"clientId": "ops"}}})
+    pod = rendered.one("Deployment", f"{rendered.fullname}-operator")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["AUTHCLIENT_NAMESPACES"]["value"] == "shop"
+    assert env["AUTHCLIENT_ADMIN_CLIENT_ID"]["value"] == "ops"
+    server_env = {e["name"]: e for e in rendered.one("Deployment", rendered.fullname)["spec"]["template"]["spec"]
+                  ["containers"][0]["env"]}
+    assert env["AUTHCLIENT_ADMIN_CLIENT_SECRET"]["valueFrom"] == server_env["AUTH_BOOTSTRAP_CLIENT_SECRET"]["valueFrom"]
+    config = rendered.one("ConfigMap", f"{rendered.fullname}-config")["data"]
+    assert config["AUTH_BOOTSTRAP_CLIENT_ID"] == "ops" and "admin" in config["AUTH_BOOTSTRAP_CLIENT_SCOPES"].split()
+    service = rendered.one("Service", rendered.fullname)
+    port = service["spec"]["ports"][0]["port"]
+    assert env["AUTHCLIENT_SERVICE_URL"]["value"] == f"http://{rendered.fullname}.{NAMESPACE}.svc:{port}"
+
+
+def test_without_client_namespaces_the_operator_gets_no_admin_secret() -> None:
+    rendered = render({})
+    container = rendered.one("Deployment", f"{rendered.fullname}-operator")["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in container["env"] if e["name"].startswith("AUTHCLIENT_")]
+    assert not [d for d in rendered.kind("Role") if d["metadata"]["name"].endswith("-clients")]
+
+
+def test_client_namespaces_without_the_bootstrap_client_is_a_clear_error() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"clientNamespaces needs oauth\.bootstrapClient\.enabled"):
+        render({"operator": {"clientNamespaces": ["shop"]}, "oauth": {"bootstrapClient": {"enabled": False}}})
+
+
+def test_the_operator_may_call_the_service_when_the_namespace_may_not() -> None:
+    closed = {"networkPolicy": {"allowSameNamespace": False}}
+    ingress = render({**closed, "operator": {"clientNamespaces": ["shop"]}}).one(
+        "NetworkPolicy", f"{render({}).fullname}"
+    )["spec"]["ingress"]
+    (rule,) = ingress
+    assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert [peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for peer in rule["from"]] == ["operator"]
+    assert render(closed).one("NetworkPolicy", render({}).fullname)["spec"].get("ingress") in (None, [])

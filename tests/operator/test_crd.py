@@ -6,17 +6,25 @@ same (``schema.defaulted``), and hand CEL the values typed as the schema says (`
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterator
+import datetime as dt
+import types
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import celpy
 import celpy.adapter
+import httpx
 import jsonschema
 import pytest
 import yaml
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
 
-from authsvc_operator import authconfig
+from authsvc_operator import authconfig, rotation
+from service.routes import meta
 from tests.operator import schema
 
 EXAMPLE: dict[str, Any] = {
@@ -68,10 +76,15 @@ def test_the_crd_is_a_namespaced_v1alpha1_with_a_status_subresource() -> None:
 
 def test_the_printer_columns_show_readiness_cost_schedule_and_age() -> None:
     columns = {c["name"]: c for c in schema.version()["additionalPrinterColumns"] if c.get("priority", 0) == 0}
-    assert list(columns) == ["Ready", "Cost", "Schedule", "Age"]
+    assert list(columns) == ["Ready", "Cost", "Schedule", "Active Kid", "Next Rotation", "Age"]
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Cost"]["jsonPath"] == ".spec.passwords.bcryptCost"
     assert columns["Schedule"]["jsonPath"] == ".spec.cleanup.schedule"
+    assert columns["Active Kid"]["jsonPath"] == ".status.signingKeys.activeKid"
+    # a string, not a date: kubectl shows a date as an age, and a time to come as "<invalid>"
+    assert (columns["Next Rotation"]["type"], columns["Next Rotation"]["jsonPath"]) == (
+        "string", ".status.signingKeys.nextRotation"
+    )
     assert (columns["Age"]["type"], columns["Age"]["jsonPath"]) == ("date", ".metadata.creationTimestamp")
 
 
@@ -223,8 +236,13 @@ def at(obj: dict[str, Any], path: str) -> Any:
 
 
 def evaluate(rule: Rule, new: dict[str, Any], old: dict[str, Any] | None = None) -> bool | None:
-    """The rule's verdict; None for a transition rule on a create (the API server skips it then)."""
+    """The rule's verdict; None for a transition rule on a create, or a field that is absent (the API
+    server runs neither)."""
     if "oldSelf" in rule.text and old is None:
+        return None
+    try:
+        at(new, rule.path)
+    except KeyError:
         return None
     env = celpy.Environment()
     activation = {"self": typed(at(new, rule.path), rule.node)}
@@ -241,12 +259,13 @@ def verdicts(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str
 
 def test_the_crd_has_cross_field_rules() -> None:
     assert {rule.path for rule in rules()} == {
-        "spec.targetRef", "spec.database.pool", "spec.pgbouncer", "spec.rateLimits.backoff", "spec.tokens"
+        "spec", "spec.targetRef", "spec.database.pool", "spec.pgbouncer", "spec.rateLimits.backoff", "spec.tokens",
+        "spec.signingKeys",
     }
 
 
 def test_the_rules_all_compile_and_pass_on_the_defaults_and_the_example() -> None:
-    for obj in ({"spec": {"targetRef": {"name": "auth"}}}, EXAMPLE):
+    for obj in ({"spec": {"targetRef": {"name": "auth"}}}, EXAMPLE, with_spec("signingKeys", {})):
         assert verdicts(obj) == []
         assert verdicts(obj, old=obj) == []
 
@@ -279,3 +298,83 @@ def test_the_target_cannot_be_changed_on_an_existing_authconfig() -> None:
         "targetRef is immutable; create another AuthConfig for another Deployment"
     ]
     assert verdicts(with_spec("passwords.bcryptCost", 14), old=EXAMPLE) == []
+
+
+# ---- signingKeys
+
+
+def test_signing_keys_are_off_unless_asked_for_and_then_defaulted_like_the_operator() -> None:
+    assert "signingKeys" not in schema.defaulted(EXAMPLE)["spec"]
+    assert schema.defaulted(with_spec("signingKeys", {}))["spec"]["signingKeys"] == rotation.DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rotateEvery", "30d"),  # Go durations stop at hours
+        ("rotateEvery", "720"),
+        ("publishAhead", "1h 30m"),
+        ("retireAfter", "-48h"),
+        ("retireAfter", "1" * 33 + "h"),
+        ("algorithm", "HS256"),
+        ("algorithm", "ed25519"),
+        ("secretName", "Keys"),
+        ("secretName", "keys-"),
+    ],
+)
+def test_the_schema_refuses_malformed_signing_key_fields(field: str, value: str) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validator().validate(schema.defaulted(with_spec(f"signingKeys.{field}", value)))
+
+
+def signing(tokens: dict[str, int] | None = None, **fields: str) -> dict[str, Any]:
+    obj = with_spec("signingKeys", fields)
+    if tokens is not None:
+        obj["spec"]["tokens"] = tokens
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("obj", "refusal"),
+    [
+        (signing(publishAhead="10m"), None),
+        (signing(publishAhead="9m59s"), "publishAhead must be at least 10m"),
+        (signing(publishAhead="0.1h"), "publishAhead must be at least 10m"),
+        (signing(rotateEvery="1h", publishAhead="1h"), None),
+        (signing(rotateEvery="59m", publishAhead="1h"), "rotateEvery must be at least publishAhead"),
+        # EXAMPLE's access tokens live 600 s and its client-credentials tokens 3600 s
+        (signing(retireAfter="1h5m"), None),
+        (signing(retireAfter="1h4m59s"), "signingKeys.retireAfter must be at least tokens.clientCredentials"),
+        (signing({"accessTtlSeconds": 7200}, retireAfter="2h"), "signingKeys.retireAfter must be at least tokens.acc"),
+        (signing({"accessTtlSeconds": 7200}, retireAfter="125m"), None),  # clientCredentials defaults to 900
+    ],
+)
+def test_the_cel_rules_and_the_operator_agree_on_the_signing_key_bounds(
+    obj: dict[str, Any], refusal: str | None
+) -> None:
+    refused = verdicts(obj)
+    if refusal is None:
+        assert refused == []
+        rotation.Policy.from_spec(schema.defaulted(obj)["spec"])
+    else:
+        assert len(refused) == 1 and refused[0].startswith(refusal), refused
+        with pytest.raises(authconfig.InvalidSpec):
+            rotation.Policy.from_spec(schema.defaulted(obj)["spec"])
+
+
+def test_the_lower_bound_of_publish_ahead_covers_the_jwks_max_age_the_service_sends() -> None:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        yield {"resources": types.SimpleNamespace(jwks=b'{"keys":[]}')}
+
+    async def fetch() -> str:
+        app = Starlette(routes=meta.ROUTES, lifespan=contextlib.asynccontextmanager(lifespan))
+        async with LifespanManager(app) as manager, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://auth.test"
+        ) as client:
+            response = await client.get("/.well-known/jwks.json")
+        return response.headers["cache-control"]
+
+    cache_control = anyio.run(fetch)
+    max_age = int(cache_control.split("max-age=")[1].split(",")[0])
+    assert dt.timedelta(seconds=max_age) == rotation.JWKS_MAX_AGE
+    assert rotation.MIN_PUBLISH_AHEAD == dt.timedelta(minutes=10) == rotation.duration("10m")  # the CEL rule's

@@ -71,6 +71,18 @@ async def test_a_json_patch_guarded_by_a_stale_resource_version_is_refused_with_
     assert (status, patched["metadata"]["finalizers"]) == (200, ["x"])
 
 
+async def test_a_merge_patch_naming_a_stale_resource_version_is_refused_with_409(emulator: Emulator) -> None:
+    await call(emulator, "POST", CONFIGMAPS, {"metadata": {"name": "a"}, "data": {"k": "1"}})
+    await call(emulator, "PATCH", f"{CONFIGMAPS}/a", {"data": {"k": "2"}}, "application/merge-patch+json")
+    stale = {"metadata": {"resourceVersion": "1"}, "data": {"k": "3"}}
+    status, _ = await call(emulator, "PATCH", f"{CONFIGMAPS}/a", stale, "application/merge-patch+json")
+    assert status == 409
+    assert emulator.read("v1/configmaps", "ns", "a")["data"] == {"k": "2"}  # type: ignore[index]
+    current = {"metadata": {"resourceVersion": "2"}, "data": {"k": "3"}}
+    status, patched = await call(emulator, "PATCH", f"{CONFIGMAPS}/a", current, "application/merge-patch+json")
+    assert (status, patched["data"], patched["metadata"]["resourceVersion"]) == (200, {"k": "3"}, "3")
+
+
 async def test_a_list_carries_the_version_a_watch_resumes_from_without_replaying(emulator: Emulator) -> None:
     await call(emulator, "POST", CONFIGMAPS, {"metadata": {"name": "a"}})
     _, listed = await call(emulator, "GET", CONFIGMAPS)

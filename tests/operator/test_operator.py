@@ -269,6 +269,17 @@ async def test_pool_sizing_problems_are_warnings_in_status_not_failures(cluster:
     (warning,) = (await until_ready(cluster))["status"]["warnings"]
     assert "= 1200 client connections can exceed one PgBouncer's maxClientConn 1000" in warning
 
+    def posted() -> list[dict[str, Any]]:
+        return [r.data for r in cluster.emulator.requests_to("POST", "events") if warning in r.data.get("message", "")]
+
+    await cluster.emulator.wait_for(lambda: len(posted()) == 1)  # and an Event on the AuthConfig, once
+    (event,) = posted()
+    assert (event["type"], event["involvedObject"]["kind"], event["involvedObject"]["name"]) == (
+        "Warning", "AuthConfig", "auth"
+    )
+    await until_passes(cluster, 2)
+    assert len(posted()) == 1
+
 
 async def test_a_restarted_operator_finds_everything_in_place_and_writes_nothing(
     cluster: Cluster, operator_env: None, free_port: int

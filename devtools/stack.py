@@ -231,6 +231,10 @@ class Redis:
     def stop(self) -> None:
         self._server.stop()
 
+    def kill(self) -> None:
+        """A crash: SIGKILL, no goodbye to its clients; `start()` comes back empty on the same port."""
+        self._server.kill()
+
 
 class Stack:
     """PostgreSQL, PgBouncer in front of it, and Redis; stopped, and their data removed, on exit.

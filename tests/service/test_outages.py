@@ -67,6 +67,8 @@ async def killable(own_stack: Stack) -> AsyncIterator[Stack]:
     yield own_stack
     own_stack.postgres.start()
     own_stack.pgbouncer.start()
+    if not own_stack.redis.running:
+        own_stack.redis.start()
     await wipe(own_stack)
 
 
@@ -185,6 +187,56 @@ async def test_a_database_server_killed_under_load_gives_503s_never_500_and_serv
     late = Counter(a.error for a in load.answers if a.started > back + RECOVERY and database_backed(a))
     assert late["database_unavailable"] == 0, late
     assert errors_logged(err) == []  # an outage is a warning per request, not a traceback
+
+
+async def test_redis_killed_under_load_gives_no_error_and_revives_no_session(
+    own_settings: Settings, killable: Stack, tmp_path: Path
+) -> None:
+    """Redis SIGKILLed under load and restarted empty: every request still answers (the cache is bypassed,
+    limits count in memory), and a session logged out before the kill stays refused throughout."""
+    stack = killable
+    async with serving(own_settings, stack, tmp_path) as (url, _, err):
+        usernames = [f"loader{number}" for number in range(CLIENTS)]
+        async with httpx.AsyncClient(base_url=url) as client:
+            for username in usernames:
+                body = {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+                assert (await client.post("/api/v1/auth/register", json=body)).status_code == 201
+            # S1 and S2 of one user; S1 logs out before the kill, S2 keeps warming the cache meanwhile
+            login = {"username": usernames[0], "password": PASSWORD}
+            s1, s2 = [(await client.post(TOKEN, data=login)).json() for _ in range(2)]
+            assert (await client.post("/api/v1/auth/revoke", json={"refresh_token": s1["refresh_token"]})
+                    ).status_code == 204
+            bearer = {"s1": {"Authorization": f"Bearer {s1['access_token']}"},
+                      "s2": {"Authorization": f"Bearer {s2['access_token']}"}}
+            seen: Counter[tuple[str, int]] = Counter()
+
+            async def probe() -> None:
+                for name in ("s2", "s1"):
+                    seen[(name, (await client.get(ME, headers=bearer[name])).status_code)] += 1
+
+            load = Load(url, usernames[1:])
+            async with anyio.create_task_group() as clients:
+                for username in usernames[1:]:
+                    clients.start_soon(load.client, username)
+                begun = time.monotonic()
+                await until(lambda: load.count(begun, lambda a: a.status == 200) >= 100, 30, "load before the kill")
+                await probe()
+                killed = time.monotonic()
+                await anyio.to_thread.run_sync(stack.redis.kill)
+                await until(lambda: load.count(killed) >= 3 * CLIENTS, 30, "load during the outage")
+                await probe()
+                await anyio.to_thread.run_sync(stack.redis.start)  # empty: no persistence
+                back = time.monotonic()
+                await until(lambda: load.count(back, lambda a: a.status == 200) >= 50, 30, "load after Redis is back")
+                for _ in range(3):  # S2 warms the cache again; S1 must not ride on it
+                    await probe()
+                load.stopped.set()
+
+    statuses = Counter(answer.status for answer in load.answers)
+    assert set(statuses) <= {200, 401}, statuses  # no 500, no 503, no reset connection
+    assert seen[("s1", 200)] == 0 and seen[("s1", 401)] == 5, seen
+    assert seen[("s2", 200)] == 5, seen
+    assert errors_logged(err) == []
 
 
 class Connection:

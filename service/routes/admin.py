@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -131,21 +133,26 @@ async def list_events(request: Request) -> JSONResponse:
     return JSONResponse(await admin.find_events(res.sessions, res.audit.cursor_key, request.query_params))
 
 
+def _path(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
+    """One route per path, whatever its methods: a wrong method's 405 then lists every method the path has
+    in `Allow` (a route per method would list only its own)."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, endpoint, methods=list(handlers), name=path)
+
+
 USER = f"{PREFIX}/users/{{user_id}}"
 CLIENT = f"{PREFIX}/clients/{{client_id}}"
 ROUTES = [
-    Route(f"{PREFIX}/users", list_users, methods=["GET"]),
-    Route(USER, get_user, methods=["GET"]),
-    Route(USER, update_user, methods=["PATCH"]),
-    Route(USER, delete_user, methods=["DELETE"]),
-    Route(f"{USER}/password-reset", password_reset, methods=["POST"]),
-    Route(f"{USER}/sessions", list_sessions, methods=["GET"]),
-    Route(f"{USER}/sessions", end_sessions, methods=["DELETE"]),
-    Route(f"{USER}/sessions/{{session_id}}", end_session, methods=["DELETE"]),
-    Route(f"{PREFIX}/clients", list_clients, methods=["GET"]),
-    Route(f"{PREFIX}/clients", create_client, methods=["POST"]),
-    Route(CLIENT, get_client, methods=["GET"]),
-    Route(CLIENT, update_client, methods=["PATCH"]),
-    Route(CLIENT, disable_client, methods=["DELETE"]),
-    Route(f"{PREFIX}/audit", list_events, methods=["GET"]),
+    _path(f"{PREFIX}/users", GET=list_users),
+    _path(USER, GET=get_user, PATCH=update_user, DELETE=delete_user),
+    _path(f"{USER}/password-reset", POST=password_reset),
+    _path(f"{USER}/sessions", GET=list_sessions, DELETE=end_sessions),
+    _path(f"{USER}/sessions/{{session_id}}", DELETE=end_session),
+    _path(f"{PREFIX}/clients", GET=list_clients, POST=create_client),
+    _path(CLIENT, GET=get_client, PATCH=update_client, DELETE=disable_client),
+    _path(f"{PREFIX}/audit", GET=list_events),
 ]

@@ -69,4 +69,5 @@ async def test_bodies_trickling_in_get_408_and_their_connections_closed(
             "error_description": f"request body not received within {TIMEOUT:g}s",
             "detail": f"request body not received within {TIMEOUT:g}s",
         }
-        assert TIMEOUT <= elapsed < TIMEOUT + 5  # cut off at the deadline, on a busy machine too
+        # cut off at the deadline (asyncio timers may fire a clock tick early), on a busy machine too
+        assert TIMEOUT - 0.05 <= elapsed < TIMEOUT + 5

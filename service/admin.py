@@ -209,19 +209,6 @@ class ClientPatch(msgspec.Struct, forbid_unknown_fields=True):
     keep_previous_seconds: Annotated[int, msgspec.Meta(ge=0, le=2_592_000)] = 86400
 
 
-def decode(body: bytes, kind: type[Any]) -> Any:
-    if not body:
-        raise errors.InvalidRequest("request body is empty; expected a JSON object")
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise errors.InvalidRequest(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise errors.InvalidRequest(f"malformed JSON: {exc}") from None
-    except UnicodeDecodeError:
-        raise errors.InvalidRequest("request body is not valid UTF-8") from None
-
-
 def _email(raw: str) -> str:
     try:
         return validate_email(raw, check_deliverability=False).normalized

@@ -103,7 +103,8 @@ class ClientCredentialsGrant(msgspec.Struct):
     resources: tuple[str, ...] = ()  # RFC 8707 `resource`, which may repeat
 
 
-def _decode(body: bytes, kind: type[Any]) -> Any:
+def decode(body: bytes, kind: type[Any]) -> Any:
+    """A JSON body as ``kind``, or InvalidRequest saying what is wrong with it."""
     if not body:
         raise errors.InvalidRequest("request body is empty; expected a JSON object")
     try:
@@ -117,7 +118,7 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
 
 
 def parse_register(body: bytes) -> Register:
-    data: Register = _decode(body, Register)
+    data: Register = decode(body, Register)
     passwords.encode(data.password)  # > 72 bytes: PasswordTooLong
     try:
         email = validate_email(data.email, check_deliverability=False).normalized
@@ -140,29 +141,29 @@ def _new_password(password: str) -> None:
 
 
 def parse_password_change(body: bytes) -> PasswordChange:
-    data: PasswordChange = _decode(body, PasswordChange)
+    data: PasswordChange = decode(body, PasswordChange)
     _new_password(data.new_password)
     return data
 
 
 def parse_password_reset(body: bytes) -> PasswordResetRequest:
-    data: PasswordResetRequest = _decode(body, PasswordResetRequest)
+    data: PasswordResetRequest = decode(body, PasswordResetRequest)
     return PasswordResetRequest(email=_email(data.email))
 
 
 def parse_password_reset_confirm(body: bytes) -> PasswordResetConfirm:
-    data: PasswordResetConfirm = _decode(body, PasswordResetConfirm)
+    data: PasswordResetConfirm = decode(body, PasswordResetConfirm)
     _new_password(data.new_password)
     return data
 
 
 def parse_verify_email(body: bytes) -> VerifyEmail:
-    data: VerifyEmail = _decode(body, VerifyEmail)
+    data: VerifyEmail = decode(body, VerifyEmail)
     return data
 
 
 def parse_refresh(body: bytes) -> RefreshRequest:
-    data: RefreshRequest = _decode(body, RefreshRequest)
+    data: RefreshRequest = decode(body, RefreshRequest)
     return data
 
 

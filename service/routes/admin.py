@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import admin, audit, web
+from service import admin, audit, schemas, web
 from service.resources import Resources, resources
 
 PREFIX = "/admin/v1"
@@ -40,7 +40,7 @@ async def get_user(request: Request) -> JSONResponse:
 async def update_user(request: Request) -> JSONResponse:
     res, actor = await _caller(request)
     user_id = admin.parse_id(request.path_params["user_id"])
-    patch: admin.UserPatch = admin.decode(await web.json_body(request), admin.UserPatch)
+    patch: admin.UserPatch = schemas.decode(await web.json_body(request), admin.UserPatch)
     user = await admin.update_user(
         res.sessions, res.cache, user_id, patch, actor=actor, request=request, now=admin.utcnow()
     )
@@ -97,7 +97,7 @@ async def list_clients(request: Request) -> JSONResponse:
 
 async def create_client(request: Request) -> JSONResponse:
     res, actor = await _caller(request)
-    new: admin.NewClient = admin.decode(await web.json_body(request), admin.NewClient)
+    new: admin.NewClient = schemas.decode(await web.json_body(request), admin.NewClient)
     body = await admin.create_client(res.sessions, new, actor=actor, request=request, now=admin.utcnow())
     return JSONResponse(body, status_code=201)
 
@@ -110,7 +110,7 @@ async def get_client(request: Request) -> JSONResponse:
 
 async def update_client(request: Request) -> JSONResponse:
     res, actor = await _caller(request)
-    patch: admin.ClientPatch = admin.decode(await web.json_body(request), admin.ClientPatch)
+    patch: admin.ClientPatch = schemas.decode(await web.json_body(request), admin.ClientPatch)
     body = await admin.update_client(
         res.sessions, request.path_params["client_id"], patch, actor=actor, request=request, now=admin.utcnow()
     )

@@ -263,6 +263,24 @@ COMPONENTS: dict[str, Any] = {
         },
         "allOf": [SECRET_NEEDS_ID],
     },
+    "Introspection": {
+        "type": "object",
+        "required": ["active"],
+        "properties": {
+            "active": {"type": "boolean"},
+            "token_type": {"enum": ["access_token", "refresh_token"]},
+            "sub": {"type": "string"},
+            "username": {"type": "string"},
+            "exp": {"type": "integer"},
+            "iat": {"type": "integer"},
+            "sid": {"type": "string"},
+            "jti": {"type": "string"},
+            "iss": {"type": "string"},
+            "aud": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "scope": {"type": "string"},
+            "client_id": {"type": "string"},
+        },
+    },
     "OAuthIntrospection": {
         "oneOf": [
             {

@@ -138,7 +138,7 @@ SECRET_NEEDS_ID = {  # RFC 6749 §2.3.1: a posted secret comes with its client_i
         {"required": ["client_id"], "properties": {"client_id": {"minLength": 1}}},
     ]
 }
-RESOURCE = {  # RFC 8707: an absolute URI without a fragment
+RESOURCE = {  # RFC 8707 wants an absolute URI without a fragment; the fragment (and NUL) is what is refused
     "type": "string", "maxLength": schemas.RESOURCE_MAX_LENGTH, "pattern": r"^[^#\x00]*$",
     "description": "RFC 8707: one of the client's audiences; may repeat",
 }

@@ -30,6 +30,20 @@ async def test_every_route_is_documented_and_every_documented_route_exists(app: 
     assert served == documented
 
 
+def refs(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return {value["$ref"]} if isinstance(value.get("$ref"), str) else set().union(*map(refs, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(refs, value))
+    return set()
+
+
+async def test_every_reference_names_a_component(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    named = {f"#/components/schemas/{name}" for name in document["components"]["schemas"]}
+    assert refs(document) <= named, refs(document) - named
+
+
 def documented(document: dict, path: str, method: str) -> set[int]:  # type: ignore[type-arg]
     return {int(code) for code in document["paths"][path][method]["responses"]}
 

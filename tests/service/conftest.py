@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -224,3 +225,28 @@ def mail_settings(stack: Stack, keys_dir: Path, smtp_url: str, **overrides: str)
         stack, keys_dir, AUTH_SMTP_URL=smtp_url, AUTH_MAIL_POLL_INTERVAL="0.05", AUTH_MAIL_RETRY_BASE="0.05",
         **overrides,
     )
+
+
+# -- the command line run as a user would: an empty folder, a key, a port nobody answers on --
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    folder = tmp_path / "cwd"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def key_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "keys"
+    keys.generate(folder, kid="k1")
+    return folder
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port nobody listens on (held, so nobody else takes it): connections are refused."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]

@@ -3,15 +3,13 @@ meant), checks the keys, and with ``--connect`` the database, its schema and Red
 
 from __future__ import annotations
 
-import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools.stack import Stack
-from service import config, keys, migrations
+from service import config, migrations
 from service.config import ConfigError, Settings
 from tests.service.conftest import scratch_database
 from tests.service.test_startup import authsvc, contents
@@ -31,27 +29,6 @@ def problems(result: subprocess.CompletedProcess[str]) -> list[str]:
 def passed(result: subprocess.CompletedProcess[str]) -> list[str]:
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     return result.stdout.splitlines()
-
-
-@pytest.fixture
-def cwd(tmp_path: Path) -> Path:
-    folder = tmp_path / "cwd"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def key_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "keys"
-    keys.generate(folder, kid="k1")
-    return folder
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        yield held.getsockname()[1]
 
 
 def test_every_bad_value_is_reported_with_the_defaults_standing_in() -> None:

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -18,7 +17,6 @@ import httpx
 import pytest
 
 from devtools.stack import Stack
-from service import keys
 from service.config import Settings
 from tests.service.conftest import scratch_database
 
@@ -50,28 +48,6 @@ def one_line(result: subprocess.CompletedProcess[str], *expected: str) -> str:
 
 def contents(folder: Path) -> list[str]:
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*"))
-
-
-@pytest.fixture
-def cwd(tmp_path: Path) -> Path:
-    folder = tmp_path / "cwd"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def key_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "keys"
-    keys.generate(folder, kid="k1")
-    return folder
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A loopback port nobody listens on (held, so nobody else takes it): connections are refused."""
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        yield held.getsockname()[1]
 
 
 COMMANDS = [["serve", "--port", "0"], ["migrate"], ["cleanup"]]
